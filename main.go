@@ -1,0 +1,196 @@
+// Command clusterinit is a PID 1 for containers that runs one copy of a
+// (Node.js) server per CPU on sockets it binds itself, and keeps them healthy.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/clusterinit/clusterinit/config"
+	"github.com/clusterinit/clusterinit/health"
+	"github.com/clusterinit/clusterinit/limits"
+	"github.com/clusterinit/clusterinit/listeners"
+	"github.com/clusterinit/clusterinit/preload"
+	"github.com/clusterinit/clusterinit/signals"
+	"github.com/clusterinit/clusterinit/supervisor"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// Exit statuses, as SPEC.md defines them.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == supervisor.ExecShimArg {
+		return supervisor.ExecShim(args[1:])
+	}
+	if len(args) == 0 {
+		config.WriteHelp(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		config.WriteHelp(stdout)
+		return exitOK
+	case "version", "--version":
+		fmt.Fprintln(stdout, "clusterinit", version)
+		return exitOK
+	}
+
+	cfg, err := config.Load(os.Environ())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	switch args[0] {
+	case "config":
+		return printConfig(cfg, stdout, stderr)
+	case "health":
+		return health.Probe(cfg.HealthAddr, stdout, stderr)
+	case "reload":
+		return health.RequestReload(cfg.HealthAddr, stdout, stderr)
+	case "--":
+		args = args[1:]
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(stderr, "clusterinit: unknown option or missing command %q; usage: clusterinit [--] COMMAND [ARG...]\n", strings.Join(args, " "))
+		return exitUsage
+	}
+	return supervise(cfg, args, stderr)
+}
+
+func printConfig(cfg *config.Config, stdout, stderr io.Writer) int {
+	lim, err := limits.Detector{}.Detect(context.Background())
+	if err != nil {
+		fmt.Fprintln(stderr, "clusterinit: detect limits:", err)
+	}
+	cfg.Write(stdout)
+	fmt.Fprintf(stdout, "# detected: cpu=%g (%s) memory=%d (%s) affinity=%d\n",
+		lim.CPU, lim.CPUSource, lim.MemoryBytes, lim.MemorySource, lim.Affinity)
+	fmt.Fprintf(stdout, "# workers: %d\n", workerCount(cfg, lim))
+	return exitOK
+}
+
+func workerCount(cfg *config.Config, lim limits.Limits) int {
+	if cfg.Workers.Auto {
+		return lim.Workers()
+	}
+	return cfg.Workers.N
+}
+
+// supervise is the main job: bind, fork, supervise, exit.
+func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
+	log := newLogger(cfg, stderr)
+
+	// A command that cannot run fails now, before anything binds or forks.
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		log.Error("cannot start the command", "command", argv[0], "err", err)
+		return exitFail
+	}
+	self, err := os.Executable()
+	if err != nil {
+		log.Error("find clusterinit's own executable", "err", err)
+		return exitFail
+	}
+
+	if err := signals.BecomeSubreaper(); err != nil {
+		log.Warn("become child subreaper: orphans will not be reaped unless clusterinit is PID 1", "err", err)
+	}
+	// Signal intake starts before the first fork, so no SIGCHLD or SIGTERM
+	// arrives unhandled.
+	done := make(chan struct{})
+	defer close(done)
+	reaper := signals.NewReaper()
+	intake := signals.NewIntake(reaper)
+	intake.Start(done)
+	go reaper.Run(done)
+
+	detector := limits.Detector{}
+	lim, err := detector.Detect(context.Background())
+	if err != nil {
+		log.Warn("detect cpu and memory limits", "err", err)
+	}
+	workers := workerCount(cfg, lim)
+
+	var addrs []string
+	if !cfg.Listen.None {
+		addrs = cfg.Listen.Addrs
+	}
+	socks, err := listeners.Open(addrs, cfg.ListenMode == config.ListenReuseport, workers)
+	if err != nil {
+		log.Error("bind listeners", "err", err)
+		return exitFail
+	}
+	defer socks.Close()
+
+	nodeOptions := ""
+	if cfg.Shim {
+		nodeOptions = preload.NodeOptions(os.Getenv("NODE_OPTIONS"), preload.Options{StopSignal: cfg.StopSignal.String()})
+	}
+	log.Info("starting", "version", version, "command", strings.Join(argv, " "), "workers", workers,
+		"cpu_limit", lim.CPU, "cpu_source", lim.CPUSource, "listen", addrs, "listen_mode", string(cfg.ListenMode))
+
+	sup := supervisor.New(supervisor.Options{
+		Config:      cfg,
+		Path:        path,
+		Argv:        argv,
+		Workers:     workers,
+		Self:        self,
+		NodeOptions: nodeOptions,
+		Listeners:   socks,
+		Exits:       reaper.Exits(),
+		Signals:     intake.Signals(),
+		Log:         log,
+		Headroom:    headroom(detector, lim),
+	})
+	if !cfg.HealthAddr.Off {
+		srv, err := health.Serve(health.Options{
+			Addr: cfg.HealthAddr.HostPort, Fleet: sup, Version: version,
+			MinReady: cfg.MinReady, Log: log, Config: cfg,
+		})
+		if err != nil {
+			log.Error("start health server", "err", err)
+			return exitFail
+		}
+		defer srv.Close()
+	}
+	code := sup.Run()
+	log.Info("exiting", "status", code)
+	return code
+}
+
+// headroom reports how much more memory the container may use, when it has
+// a limit.
+func headroom(d limits.Detector, lim limits.Limits) func() (int64, error) {
+	if lim.MemoryBytes <= 0 {
+		return nil
+	}
+	return func() (int64, error) {
+		used, err := d.MemoryUsage()
+		if err != nil {
+			return 0, err
+		}
+		return lim.MemoryBytes - used, nil
+	}
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel.Level()}
+	if cfg.LogFormat == config.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,197 @@
+package supervisor
+
+import (
+	"time"
+)
+
+// replacement is the one worker swap under way: a rolling reload's current
+// slot, a recycle, or a scale-down.
+type replacement struct {
+	slot       int
+	reason     string // reload, rss, cpu, age, hang, scale
+	old        *worker
+	new        *worker // nil until started; nil for scale-down
+	startFirst bool    // start new, then drain old once new is ready
+	reload     bool    // part of a rolling reload
+}
+
+func (c *counters) reloadResult(r *replacement, result string) {
+	if r.reload {
+		c.reloads[result]++
+	}
+}
+
+// requestReload starts a rolling reload of every slot, or queues one more
+// after the reload under way (a deploy that lands mid-reload must still reach
+// every worker).
+func (s *Supervisor) requestReload(now time.Time) {
+	if s.stopping {
+		return
+	}
+	if s.reloadQueue != nil || (s.replacing != nil && s.replacing.reload) {
+		s.reloadPending = true
+		s.log.Info("reload requested during a reload: another one follows it")
+		return
+	}
+	s.log.Info("rolling reload started", "workers", len(s.slots))
+	s.reloadQueue = make([]int, 0, len(s.slots))
+	for _, sl := range s.slots {
+		s.reloadQueue = append(s.reloadQueue, sl.index)
+	}
+	s.advance(now)
+}
+
+// advance starts the next queued reload step when no replacement is under
+// way.
+func (s *Supervisor) advance(now time.Time) {
+	for s.replacing == nil && !s.stopping {
+		if len(s.reloadQueue) == 0 {
+			if s.reloadQueue != nil {
+				s.reloadQueue = nil
+				s.counters.reloads["success"]++
+				s.log.Info("rolling reload done")
+				if s.reloadPending {
+					s.reloadPending = false
+					s.requestReload(now)
+					continue
+				}
+			}
+			return
+		}
+		i := s.reloadQueue[0]
+		s.reloadQueue = s.reloadQueue[1:]
+		sl := s.slotOf(i)
+		if sl == nil || sl.current == nil || sl.next != nil {
+			// Removed, or empty with a restart pending: the restart brings
+			// up a fresh worker anyway.
+			continue
+		}
+		s.replace(sl, "reload", true, true, now)
+	}
+}
+
+// replace swaps sl's current worker. startFirst: fork the new one, and drain
+// the old one once the new is ready; else drain the old one first and fill
+// the slot when it has exited.
+func (s *Supervisor) replace(sl *slot, reason string, startFirst, reload bool, now time.Time) {
+	old := sl.current
+	r := &replacement{slot: sl.index, reason: reason, old: old, startFirst: startFirst, reload: reload}
+	s.replacing = r
+	s.counters.recycles[reason]++
+	if !startFirst {
+		sl.current = nil
+		s.drain(old, reason, now)
+		return
+	}
+	w, err := s.spawn(sl.index, now)
+	if err != nil {
+		s.log.Error("start replacement worker", "slot", sl.index, "reason", reason, "err", err)
+		s.replacementFailed(r, now)
+		return
+	}
+	sl.restarts++
+	r.new = w
+	sl.next = w
+	if w.state == ready {
+		s.replacementReady(r, now)
+	}
+}
+
+// replacementReady: the new worker serves, so the old one drains.
+func (s *Supervisor) replacementReady(r *replacement, now time.Time) {
+	sl := s.slotOf(r.slot)
+	if sl == nil || sl.next != r.new {
+		return
+	}
+	sl.next = nil
+	old := sl.current
+	sl.current = r.new
+	s.replacing = nil
+	if old != nil {
+		s.drain(old, r.reason, now)
+	}
+	s.advance(now)
+}
+
+// replacementExited handles the exit of either side of the replacement.
+func (s *Supervisor) replacementExited(r *replacement, w *worker, now time.Time) {
+	switch {
+	case w == r.new && w.state != draining:
+		// The new worker died before it was ready.
+		s.replacementFailed(r, now)
+	case w == r.old && !r.startFirst:
+		// Drain-first: the old worker is gone, fill the slot now.
+		s.replacing = nil
+		if sl := s.slotOf(r.slot); sl != nil && sl.current == nil && sl.next == nil && !s.stopping {
+			sl.current = s.start(sl, now)
+		}
+		s.advance(now)
+	}
+}
+
+// replacementFailed ends the replacement with the old worker still serving;
+// a failed reload stops, so a bad release never replaces more than one
+// worker at a time.
+func (s *Supervisor) replacementFailed(r *replacement, now time.Time) {
+	s.replacing = nil
+	if sl := s.slotOf(r.slot); sl != nil && sl.next == r.new {
+		sl.next = nil
+	}
+	if r.reload {
+		s.counters.reloads["failure"]++
+		s.log.Error("rolling reload failed: a new worker did not get ready; the old workers keep serving",
+			"slot", r.slot, "skipped_slots", len(s.reloadQueue))
+		s.reloadQueue = nil
+		s.reloadPending = false
+		return
+	}
+	s.log.Error("replacement worker did not get ready; the old worker keeps serving", "slot", r.slot, "reason", r.reason)
+}
+
+// scaleUp adds a slot (SIGTTIN).
+func (s *Supervisor) scaleUp(now time.Time) {
+	if s.stopping {
+		return
+	}
+	sl := &slot{index: len(s.slots)}
+	s.slots = append(s.slots, sl)
+	s.log.Info("scaling up", "workers", len(s.slots))
+	sl.current = s.start(sl, now)
+}
+
+// scaleDown removes the last slot (SIGTTOU), draining its worker; the fleet
+// keeps at least one slot.
+func (s *Supervisor) scaleDown(now time.Time) {
+	if s.stopping || len(s.slots) <= 1 {
+		s.log.Warn("not scaling down: one worker is the minimum")
+		return
+	}
+	sl := s.slots[len(s.slots)-1]
+	s.slots = s.slots[:len(s.slots)-1]
+	s.log.Info("scaling down", "workers", len(s.slots), "slot", sl.index)
+	s.counters.recycles["scale"]++
+	for _, w := range []*worker{sl.next, sl.current} {
+		if w != nil {
+			s.drain(w, "scale", now)
+		}
+	}
+	if r := s.replacing; r != nil && r.slot == sl.index {
+		s.replacing = nil
+		s.advance(now)
+	}
+	s.releaseSlotIfIdle(sl.index)
+}
+
+// releaseSlotIfIdle closes a removed slot's reuseport sockets once none of
+// its workers is left (closing earlier would reset connections queued there).
+func (s *Supervisor) releaseSlotIfIdle(index int) {
+	if index < len(s.slots) {
+		return
+	}
+	for _, w := range s.workers {
+		if w.slot == index {
+			return
+		}
+	}
+	s.opt.Listeners.ReleaseSlot(index)
+}
