@@ -106,13 +106,25 @@ func start(t *testing.T, asPID1 bool, env []string, args ...string) *proc {
 		p.state = cmd.ProcessState
 		close(p.done)
 	}()
+	// Output pipes may be held by workers that outlive a killed clusterinit:
+	// do not let Wait block on them.
+	cmd.WaitDelay = 2 * time.Second
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
 		default:
-			p.signal(syscall.SIGKILL)
-			cmd.Process.Kill()
-			<-p.done
+			p.signal(syscall.SIGTERM)
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+				p.signal(syscall.SIGKILL)
+				cmd.Process.Kill()
+				<-p.done
+			}
+		}
+		// Whatever the outcome, no worker of this test may outlive it.
+		for _, l := range p.logsWith("worker started") {
+			syscall.Kill(-num(l, "pid"), syscall.SIGKILL)
 		}
 		if t.Failed() {
 			t.Logf("clusterinit stderr:\n%s", tail(p.stderr.String(), 60))

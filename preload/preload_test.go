@@ -1,0 +1,508 @@
+package preload
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestNodeOptions(t *testing.T) {
+	const prefix = "--import data:text/javascript;base64,"
+	plain := NodeOptions("", Options{})
+	if !strings.HasPrefix(plain, prefix) {
+		t.Fatalf("NodeOptions(\"\") = %.60q…, want it to start with %q", plain, prefix)
+	}
+	if strings.ContainsAny(plain[len("--import "):], " \t\n\"'\\") {
+		t.Fatal("the data URL must be a single NODE_OPTIONS token")
+	}
+	if again := NodeOptions("", Options{}); again != plain {
+		t.Fatal("NodeOptions is not deterministic")
+	}
+
+	user := "--max-old-space-size=256 --require dd-trace/init"
+	got := NodeOptions(user, Options{StopSignal: "SIGINT"})
+	if !strings.HasPrefix(got, user+" "+prefix) {
+		t.Fatalf("the user's options must come first and be kept verbatim: %.80q…", got)
+	}
+
+	src, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(got, user+" "+prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(src), `const CLUSTERINIT_OPTIONS = {"stopSignal":"SIGINT"};`+"\n") {
+		t.Fatalf("options header missing: %.80q", src)
+	}
+	if !strings.HasSuffix(string(src), source) {
+		t.Fatal("the embedded preload.js must follow the header")
+	}
+
+	for in, want := range map[string]string{"": "SIGTERM", "term": "SIGTERM", "SIGINT": "SIGINT", " sigquit ": "SIGQUIT", "USR2": "SIGUSR2"} {
+		if got := normalizeSignal(in); got != want {
+			t.Errorf("normalizeSignal(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestProtocolLines(t *testing.T) {
+	var ping map[string]any
+	line := PingLine(42)
+	if line[len(line)-1] != '\n' {
+		t.Fatal("ping must end with a newline")
+	}
+	if err := json.Unmarshal(line, &ping); err != nil || ping["cmd"] != CmdPing || ping["seq"] != float64(42) {
+		t.Fatalf("PingLine(42) = %q (%v)", line, err)
+	}
+	var drain map[string]any
+	if err := json.Unmarshal(DrainLine(), &drain); err != nil || drain["cmd"] != CmdDrain {
+		t.Fatalf("DrainLine() = %q (%v)", DrainLine(), err)
+	}
+	var m Message
+	if err := json.Unmarshal([]byte(`{"cmd":"NODE_CLUSTERINIT","event":"pong","seq":7,"eld":0.25}`), &m); err != nil ||
+		m != (Message{Cmd: CmdWorker, Event: EventPong, Seq: 7, ELD: 0.25}) {
+		t.Fatalf("decoding a pong: %+v (%v)", m, err)
+	}
+}
+
+type appResponse struct {
+	Worker string `json:"worker"`
+	PID    int    `json:"pid"`
+	Port   int    `json:"port"`
+}
+
+// An app asking for the handed port with a host that does not even resolve
+// (as Next.js does with ECS's HOSTNAME) gets the handed socket.
+func TestListenRedirect(t *testing.T) {
+	for _, app := range []string{"http.js", "http-esm.mjs"} {
+		t.Run(app, func(t *testing.T) {
+			t.Parallel()
+			l, port := handedListener(t)
+			w := startWorker(t, workerSpec{
+				args:   []string{appPath(t, app)},
+				handed: []*net.TCPListener{l},
+				env:    []string{"PORT=" + strconv.Itoa(port), "HOSTNAME=does-not-resolve.invalid"},
+			})
+			if got := w.listeningPort(); got != port {
+				t.Fatalf("listening message for port %d, want %d", got, port)
+			}
+			status, body := get(t, port, "/")
+			if status != 200 {
+				t.Fatalf("GET / = %d %s", status, body)
+			}
+			var r appResponse
+			if err := json.Unmarshal([]byte(body), &r); err != nil {
+				t.Fatalf("body %q: %v", body, err)
+			}
+			// server.address() must report the handed socket for apps that log it.
+			if r.Worker != "0" || r.PID != w.pid() || r.Port != port {
+				t.Fatalf("got %+v, want worker 0, pid %d, port %d", r, w.pid(), port)
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if w.stderr.Len() > 0 {
+				t.Fatalf("the preload must print nothing, stderr:\n%s", w.stderr.String())
+			}
+		})
+	}
+}
+
+// Every call form of listen() reaches the right handed socket, with
+// LISTEN_FDNAMES naming several sockets in fd order.
+func TestListenForms(t *testing.T) {
+	forms := []string{"number", "string", "port-host-backlog-cb", "options"}
+	var handed []*net.TCPListener
+	var ports []string
+	for range forms {
+		l, port := handedListener(t)
+		handed = append(handed, l)
+		ports = append(ports, strconv.Itoa(port))
+	}
+	w := startWorker(t, workerSpec{
+		args:   []string{appPath(t, "listen-forms.js")},
+		handed: handed,
+		env:    []string{"PORTS=" + strings.Join(ports, ",")},
+	})
+	_, m := w.waitMsg("the app's report", func(m any) bool {
+		obj, ok := m.(map[string]any)
+		return ok && obj["app"] == "forms"
+	})
+	seen := m.(map[string]any)["seen"].(map[string]any)
+	for i, form := range forms {
+		addr, _ := seen[form].(map[string]any)
+		if addr == nil || strconv.Itoa(int(addr["port"].(float64))) != ports[i] {
+			t.Errorf("form %s: callback saw address %v, want port %s", form, seen[form], ports[i])
+		}
+		p, _ := strconv.Atoi(ports[i])
+		if status, body := get(t, p, "/"); status != 200 || body != form {
+			t.Errorf("port %s: %d %q, want 200 %q", ports[i], status, body, form)
+		}
+	}
+	for _, p := range ports {
+		port, _ := strconv.Atoi(p)
+		w.waitEvent(EventListening, func(m map[string]any) bool { return m["port"] == float64(port) })
+	}
+}
+
+// With LISTEN=none no sockets are handed: the app binds its own and the
+// first 'listening' is the readiness report.
+func TestNoHandedSockets(t *testing.T) {
+	w := startWorker(t, workerSpec{
+		args: []string{appPath(t, "http.js")},
+		env:  []string{"PORT=0"},
+	})
+	port := w.listeningPort()
+	if port == 0 {
+		t.Fatal("listening message without the bound port")
+	}
+	if status, body := get(t, port, "/"); status != 200 {
+		t.Fatalf("GET / = %d %s", status, body)
+	}
+}
+
+// A port that was not handed is left alone, and listening on it is not
+// reported as readiness.
+func TestOtherPortUntouched(t *testing.T) {
+	l, _ := handedListener(t)
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := free.Addr().(*net.TCPAddr).Port
+	free.Close()
+
+	w := startWorker(t, workerSpec{
+		args:   []string{appPath(t, "other-port.js")},
+		handed: []*net.TCPListener{l},
+		env:    []string{"PORT=" + strconv.Itoa(other)},
+	})
+	i, m := w.waitMsg("the app's report", func(m any) bool {
+		obj, ok := m.(map[string]any)
+		return ok && obj["app"] == "listening"
+	})
+	if got := m.(map[string]any)["port"]; got != float64(other) {
+		t.Fatalf("app listens on %v, want %d", got, other)
+	}
+	// The preload's 'listening' handler runs before the app's callback, so a
+	// report would have come first.
+	w.mu.Lock()
+	for _, earlier := range w.msgs[:i] {
+		if _, ok := preloadEvent(earlier, EventListening); ok {
+			t.Errorf("listening on a port that was not handed was reported: %v", earlier)
+		}
+	}
+	w.mu.Unlock()
+	if status, body := get(t, other, "/"); status != 200 || body != "other-port\n" {
+		t.Fatalf("GET / = %d %q", status, body)
+	}
+	// Servers on other ports are drained too.
+	w.signal(syscall.SIGTERM)
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0", code, sig)
+	}
+}
+
+// LISTEN_* inherited by a process they were not meant for are ignored.
+func TestWrongListenPID(t *testing.T) {
+	l, port := handedListener(t)
+	w := startWorker(t, workerSpec{
+		args:      []string{appPath(t, "http.js")},
+		handed:    []*net.TCPListener{l},
+		listenPID: "1",
+		env:       []string{"PORT=" + strconv.Itoa(port), "HOSTNAME=does-not-resolve.invalid"},
+	})
+	code, _ := w.waitExit()
+	if code == 0 {
+		t.Fatal("the app listened although LISTEN_PID named another process")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	// ENOTFOUND, or EAI_AGAIN where there is no resolver at all.
+	if !strings.Contains(w.stderr.String(), "getaddrinfo") {
+		t.Fatalf("want the app's own listen error (host lookup), stderr:\n%s", w.stderr.String())
+	}
+	for _, m := range w.msgs {
+		if _, ok := preloadEvent(m, EventListening); ok {
+			t.Fatalf("unexpected listening report: %v", m)
+		}
+	}
+}
+
+func startHTTP(t *testing.T, extra ...string) (*worker, int) {
+	t.Helper()
+	l, port := handedListener(t)
+	w := startWorker(t, workerSpec{
+		args:   []string{appPath(t, "http.js")},
+		handed: []*net.TCPListener{l},
+		env:    append([]string{"PORT=" + strconv.Itoa(port)}, extra...),
+	})
+	w.listeningPort()
+	return w, port
+}
+
+// The stop signal drains: in-flight requests finish with Connection: close,
+// a keep-alive connection's next response closes it, and an app without a
+// handler of its own exits 0.
+func TestDrainOnSignal(t *testing.T) {
+	w, port := startHTTP(t)
+
+	// A: a response under way (headers already sent, keep-alive) when the
+	// drain begins.
+	a := dial(t, port)
+	a.send("/slow?ms=1500&flush=1")
+	respA := a.head()
+	if respA.Close {
+		t.Fatal("before the drain, responses keep the connection alive")
+	}
+	// B: a request in flight whose headers are not sent yet.
+	b := dial(t, port)
+	b.send("/slow?ms=1500")
+	w.waitStdoutCount("slow-start", 2)
+
+	w.signal(syscall.SIGTERM)
+
+	respB := b.head()
+	if bodyB := b.body(respB); respB.StatusCode != 200 || !strings.Contains(bodyB, "slept") {
+		t.Fatalf("in-flight request: %d %q", respB.StatusCode, bodyB)
+	}
+	if !respB.Close {
+		t.Errorf("in-flight response lacks Connection: close: %v", respB.Header)
+	}
+
+	if bodyA := a.body(respA); !strings.Contains(bodyA, "slept") {
+		t.Fatalf("streaming request: %q", bodyA)
+	}
+	a.send("/")
+	next := a.head()
+	if body := a.body(next); next.StatusCode != 200 {
+		t.Fatalf("next request on the keep-alive connection: %d %q", next.StatusCode, body)
+	}
+	if !next.Close {
+		t.Errorf("next response on the keep-alive connection lacks Connection: close: %v", next.Header)
+	}
+
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0", code, sig)
+	}
+}
+
+// A keep-alive connection whose response was under way when the drain began
+// is closed soon after that response even if its client stays silent, not
+// after the app's keepAliveTimeout (65 s here, longer than the test waits).
+func TestDrainClosesKeepAliveSoon(t *testing.T) {
+	w, port := startHTTP(t, "KEEP_ALIVE_TIMEOUT=65000")
+	c := dial(t, port)
+	c.send("/slow?ms=300&flush=1")
+	resp := c.head()
+	if resp.Close {
+		t.Fatal("before the drain, responses keep the connection alive")
+	}
+	w.signal(syscall.SIGTERM)
+	if body := c.body(resp); !strings.Contains(body, "slept") {
+		t.Fatalf("streaming request: %q", body)
+	}
+	if n, err := c.r.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("want the server to close the idle connection, got %d bytes, %v", n, err)
+	}
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0", code, sig)
+	}
+}
+
+// The internal drain message drains like the stop signal; the app never
+// sees it as a 'message'.
+func TestDrainOnMessage(t *testing.T) {
+	w, port := startHTTP(t)
+	c := dial(t, port)
+	c.send("/slow?ms=800")
+	w.waitStdoutCount("slow-start", 1)
+
+	w.send(DrainLine())
+
+	resp := c.head()
+	if body := c.body(resp); resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("in-flight request: %d close=%v %q", resp.StatusCode, resp.Close, body)
+	}
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0", code, sig)
+	}
+}
+
+// An app with its own handler for the stop signal (like Next.js) decides
+// when to exit and with which code; its own server.close(cb) after the
+// preload's gets no error.
+func TestOwnHandler(t *testing.T) {
+	l, port := handedListener(t)
+	w := startWorker(t, workerSpec{
+		args:   []string{appPath(t, "own-handler.js")},
+		handed: []*net.TCPListener{l},
+		env:    []string{"PORT=" + strconv.Itoa(port), "HOSTNAME=does-not-resolve.invalid"},
+	})
+	w.listeningPort()
+	c := dial(t, port)
+	c.send("/?ms=800")
+	w.waitStdoutCount("slow-start", 1)
+
+	w.signal(syscall.SIGTERM)
+
+	resp := c.head()
+	if body := c.body(resp); resp.StatusCode != 200 || !resp.Close {
+		t.Fatalf("in-flight request: %d close=%v %q", resp.StatusCode, resp.Close, body)
+	}
+	if code, sig := w.waitExit(); code != 143 {
+		t.Fatalf("exit %d (signal %v), want the app's own 143", code, sig)
+	}
+}
+
+// A PM2-style app: its process.send('ready') reaches the parent next to the
+// preload's report, and with STOP_SIGNAL=SIGINT its own handler stops it.
+func TestPM2Style(t *testing.T) {
+	l, port := handedListener(t)
+	w := startWorker(t, workerSpec{
+		args:   []string{appPath(t, "pm2-style.js")},
+		handed: []*net.TCPListener{l},
+		env:    []string{"PORT=" + strconv.Itoa(port)},
+		opts:   Options{StopSignal: "SIGINT"},
+	})
+	w.listeningPort()
+	w.waitMsg(`"ready"`, func(m any) bool { return m == "ready" })
+	if status, body := get(t, port, "/"); status != 200 || body != "pm2-style\n" {
+		t.Fatalf("GET / = %d %q", status, body)
+	}
+	w.signal(syscall.SIGINT)
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0", code, sig)
+	}
+}
+
+// An app stopping the way signal-exit does (re-raise the signal once it
+// believes it is the only listener) must still end: the preload's listener
+// is hidden from process.listeners().
+func TestSignalExitStyle(t *testing.T) {
+	l, port := handedListener(t)
+	w := startWorker(t, workerSpec{
+		args:   []string{appPath(t, "signal-exit-style.js")},
+		handed: []*net.TCPListener{l},
+		env:    []string{"PORT=" + strconv.Itoa(port)},
+	})
+	w.listeningPort()
+	w.signal(syscall.SIGTERM)
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0 after the drain", code, sig)
+	}
+}
+
+// A worker with nothing to drain and no handler of its own dies of the stop
+// signal exactly as it would without the preload.
+func TestNoServerDefaultSignal(t *testing.T) {
+	w := startWorker(t, workerSpec{args: []string{"-e", "setInterval(() => {}, 1000)"}})
+	// A pong proves the preload is installed and the app is running.
+	w.send(PingLine(1))
+	w.waitEvent(EventPong, nil)
+	w.signal(syscall.SIGTERM)
+	if code, sig := w.waitExit(); code != -1 || sig != syscall.SIGTERM {
+		t.Fatalf("exit %d signal %v, want death by SIGTERM", code, sig)
+	}
+}
+
+// Listening for internal messages and sampling the event loop must not keep
+// a finished app alive (a 'message' listener would).
+func TestIPCDoesNotHoldLoop(t *testing.T) {
+	w := startWorker(t, workerSpec{args: []string{"-e", "setTimeout(() => {}, 10)"}})
+	if code, sig := w.waitExit(); code != 0 {
+		t.Fatalf("exit %d (signal %v), want 0", code, sig)
+	}
+}
+
+// Pongs echo seq and carry the event-loop delay since the previous pong.
+func TestPong(t *testing.T) {
+	w, port := startHTTP(t)
+
+	w.send(PingLine(7))
+	first := w.waitEvent(EventPong, func(m map[string]any) bool { return m["seq"] == float64(7) })
+	if eld, ok := first["eld"].(float64); !ok || eld < 0 {
+		t.Fatalf("pong without a delay: %v", first)
+	}
+
+	// The first sampling interval after a read is not recorded, so the
+	// blocking request comes after a short non-blocking one.
+	if status, _ := get(t, port, "/slow?ms=50"); status != 200 {
+		t.Fatal("warm-up request failed")
+	}
+	if status, body := get(t, port, "/slow?ms=300&block=1"); status != 200 {
+		t.Fatalf("blocking request: %d %q", status, body)
+	}
+	w.send(PingLine(8))
+	second := w.waitEvent(EventPong, func(m map[string]any) bool { return m["seq"] == float64(8) })
+	if eld, _ := second["eld"].(float64); eld < 0.2 || eld > 5 {
+		t.Fatalf("after blocking the loop for 300ms the p99 delay is %v s", second["eld"])
+	}
+}
+
+type envResponse struct {
+	Env       map[string]string `json:"env"`
+	ChildEnv  string            `json:"childEnv"`
+	HeapLimit float64           `json:"heapLimit"`
+}
+
+// The worker's children see neither the preload nor the handed sockets, and
+// the user's own NODE_OPTIONS survive and apply.
+func TestChildEnvironment(t *testing.T) {
+	cases := []struct {
+		name, user string
+	}{
+		{"no user options", ""},
+		{"user options", "--max-old-space-size=256"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l, port := handedListener(t)
+			w := startWorker(t, workerSpec{
+				args:        []string{appPath(t, "http.js")},
+				handed:      []*net.TCPListener{l},
+				nodeOptions: tc.user,
+				env:         []string{"PORT=" + strconv.Itoa(port)},
+			})
+			w.listeningPort()
+			status, body := get(t, port, "/env")
+			if status != 200 {
+				t.Fatalf("GET /env = %d %q", status, body)
+			}
+			var r envResponse
+			if err := json.Unmarshal([]byte(body), &r); err != nil {
+				t.Fatal(err)
+			}
+
+			child := map[string]string{}
+			for _, line := range strings.Split(r.ChildEnv, "\n") {
+				if k, v, ok := strings.Cut(line, "="); ok {
+					child[k] = v
+				}
+			}
+			for _, env := range []map[string]string{r.Env, child} {
+				v, ok := env["NODE_OPTIONS"]
+				if tc.user == "" && ok {
+					t.Errorf("NODE_OPTIONS=%.60q left behind", v)
+				}
+				if tc.user != "" && v != tc.user {
+					t.Errorf("NODE_OPTIONS=%.60q, want the user's %q", v, tc.user)
+				}
+				for _, k := range []string{"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"} {
+					if v, ok := env[k]; ok {
+						t.Errorf("%s=%s left behind", k, v)
+					}
+				}
+			}
+			if child["CLUSTERINIT_WORKER"] != "0" {
+				t.Errorf("the rest of the environment must be kept: CLUSTERINIT_WORKER=%q", child["CLUSTERINIT_WORKER"])
+			}
+			if tc.user != "" && r.HeapLimit > 400<<20 {
+				t.Errorf("heap limit %.0f MB: the user's --max-old-space-size=256 was not applied", r.HeapLimit/(1<<20))
+			}
+		})
+	}
+}
