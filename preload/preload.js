@@ -25,12 +25,19 @@ const CMD_OUT = 'NODE_CLUSTERINIT';
 const CMD_PING = 'NODE_CLUSTERINIT_PING';
 const CMD_DRAIN = 'NODE_CLUSTERINIT_DRAIN';
 
-// During a drain, idle keep-alive connections are closed at once, but one
-// whose response was already under way when the drain began told its client
-// "keep-alive"; it gets this long (plus Node's own one-second margin) to send
-// one more request, which is then answered with Connection: close, before
-// the server closes it, instead of the app's possibly long keepAliveTimeout.
+// During a drain, a connection whose response was already under way when the
+// drain began told its client "keep-alive"; it gets this long (plus Node's own
+// one-second margin) to send one more request, which is then answered with
+// Connection: close, before the server closes it, instead of the app's
+// possibly long keepAliveTimeout.
 const DRAIN_KEEPALIVE_MS = 500;
+
+// Idle keep-alive connections are not closed the moment the drain begins: a
+// busy client (a load balancer) may be writing its next request on one right
+// then, and closing it would lose that request. Within this grace every busy
+// connection carries one more request, is answered with Connection: close
+// and closed by the server; what is still idle after it is closed.
+const DRAIN_IDLE_GRACE_MS = 1000;
 
 // The histogram records whole timer intervals; the delay is what exceeds one.
 const ELD_RESOLUTION_MS = 10;
@@ -54,6 +61,7 @@ const state = {
   exiting: false,
   appListeners: null, // () => how many stop-signal listeners the app has
   eld: null, // the event-loop delay histogram
+  netClose: null, // net.Server.prototype.close before the preload patched it
 };
 
 // Worker threads share the process with the main thread, which does all of
@@ -266,12 +274,14 @@ function send(msg) {
 function patchClose() {
   const original = net.Server.prototype.close;
   if (typeof original !== 'function') return;
+  state.netClose = original;
   net.Server.prototype.close = function close(cb) {
     let handled = false;
     try {
       if (this[kClosedByPreload] && !this._handle) {
+        // Already closed by the drain, whose timer closes idle connections
+        // after a grace: closing them here would race busy clients again.
         handled = true;
-        if (typeof this.closeIdleConnections === 'function') this.closeIdleConnections();
         if (typeof cb === 'function') {
           if (this[kCloseEmitted]) process.nextTick(cb);
           else this.once('close', () => cb());
@@ -364,13 +374,30 @@ function closeServer(server) {
   try {
     if (server.listening) {
       server[kClosedByPreload] = true;
-      server.close();
+      // net.Server's close, not http.Server's: since Node 19 the latter also
+      // closes every idle keep-alive connection at once, including those a
+      // busy client is writing its next request on right now.
+      if (state.netClose) state.netClose.call(server);
+      else server.close();
     }
   } catch {
     // Stopping to accept failed; the supervisor's deadline still applies.
   }
   try {
-    if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
+    if (typeof server.closeIdleConnections === 'function') {
+      // Repeated, because a connection that was busy at the first pass and
+      // answered with keep-alive becomes idle later. Unref'd: the server's
+      // open connections are what keep the process alive, not this timer.
+      const timer = setInterval(() => {
+        try {
+          if (!server.listening && state.servers.has(server)) server.closeIdleConnections();
+          else if (!state.servers.has(server)) clearInterval(timer);
+        } catch {
+          clearInterval(timer);
+        }
+      }, DRAIN_IDLE_GRACE_MS);
+      timer.unref();
+    }
   } catch {
     // Idle connections then end at their keep-alive timeout.
   }

@@ -141,7 +141,7 @@ func (s *Supervisor) Run() int {
 	defer s.timer.Stop()
 	now := time.Now()
 	for _, sl := range s.slots {
-		s.start(sl, now)
+		sl.current = s.start(sl, now)
 	}
 	for !s.finished() {
 		s.armTimer(time.Now())
