@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -22,6 +26,8 @@ import (
 //	orphans   start CITEST_ORPHANS children that outlive it, then behave as CITEST_THEN
 //	daemonize orphan CITEST_ORPHANS grandchildren through an intermediate child, then serve
 //	orphan    (a child of orphans) sleep CITEST_ORPHAN_SLEEP, exit 0
+//	listenfds serve HTTP on the socket handed as fd 3 (systemd protocol), no Node
+//	ipcgarbage write malformed, blank and oversized lines on the IPC fd, then "ready"
 //	crashonce exit 1 the first time in each slot (marker file in CITEST_DIR), then serve
 func helperMain(mode string) int {
 	slot, _ := strconv.Atoi(os.Getenv("CLUSTERINIT_WORKER"))
@@ -74,6 +80,10 @@ func helperMain(mode string) int {
 	case "orphan":
 		time.Sleep(envDuration("CITEST_ORPHAN_SLEEP", 100*time.Millisecond))
 		return 0
+	case "listenfds":
+		return helperListenFDs(slot)
+	case "ipcgarbage":
+		return helperIPCGarbage(slot)
 	case "crashonce":
 		marker := fmt.Sprintf("%s/crashed-%d", os.Getenv("CITEST_DIR"), slot)
 		if _, err := os.Stat(marker); err != nil {
@@ -107,4 +117,55 @@ func envDuration(key string, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// helperListenFDs is a non-Node server using socket activation: it checks
+// LISTEN_PID is its own pid, as sd_listen_fds does.
+func helperListenFDs(slot int) int {
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || os.Getenv("LISTEN_FDS") != "1" {
+		fmt.Fprintf(os.Stderr, "helper: LISTEN_PID=%q LISTEN_FDS=%q, pid %d\n", os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS"), os.Getpid())
+		return 4
+	}
+	ln, err := net.FileListener(os.NewFile(3, os.Getenv("LISTEN_FDNAMES")))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 4
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"worker":"%d","pid":%d,"fdname":%q}`, slot, os.Getpid(), os.Getenv("LISTEN_FDNAMES"))
+	})}
+	go func() {
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, syscall.SIGTERM)
+		<-sigs
+		srv.Shutdown(context.Background())
+	}()
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return 5
+	}
+	return 0
+}
+
+// helperIPCGarbage speaks to clusterinit's IPC channel the worst way it can.
+func helperIPCGarbage(slot int) int {
+	fd, err := strconv.Atoi(os.Getenv("NODE_CHANNEL_FD"))
+	if err != nil {
+		return 4
+	}
+	ipc := os.NewFile(uintptr(fd), "ipc")
+	for _, line := range []string{
+		"not json at all\n",
+		"\n",
+		"{\"type\":\n",
+		"\"" + strings.Repeat("x", 200<<10) + "\"\n", // over clusterinit's 64 KiB line limit
+		"[1,2,3]\n",
+		"{\"cmd\":\"NODE_CLUSTERINIT\",\"event\":\"pong\",\"seq\":\"x\"}\n",
+		"\"ready\"\n",
+	} {
+		if _, err := ipc.WriteString(line); err != nil {
+			fmt.Fprintln(os.Stderr, "helper: write ipc:", err)
+			return 4
+		}
+	}
+	return helperServe(slot)
 }

@@ -163,3 +163,10 @@ func freePort(t *testing.T) int {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
 }
+
+// httpClientNoKeepAlive opens a new connection per request, so requests
+// spread over workers accepting from one socket.
+var httpClientNoKeepAlive = http.Client{
+	Timeout:   5 * time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true},
+}

@@ -27,7 +27,7 @@ const server = http.createServer((req, res) => {
     }
     return setTimeout(() => reply({ slept: ms }), ms);
   }
-  reply({ worker: process.env.CLUSTERINIT_WORKER, pid: process.pid, port });
+  reply({ worker: process.env.CLUSTERINIT_WORKER, pid: process.pid, port, uid: process.getuid() });
 });
 
 // As Next.js standalone does; behind an ALB this is often 65 s.
