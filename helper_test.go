@@ -84,6 +84,15 @@ func helperMain(mode string) int {
 		return helperListenFDs(slot)
 	case "ipcgarbage":
 		return helperIPCGarbage(slot)
+	case "biglines":
+		// 20 lines of 64 KiB, each of one letter naming the slot, on stdout
+		// and stderr, written as fast as possible by every worker at once.
+		line := strings.Repeat(string(rune('a'+slot)), 64<<10) + "\n"
+		for i := 0; i < 20; i++ {
+			os.Stdout.WriteString(line)
+			os.Stderr.WriteString(line)
+		}
+		return helperServe(slot)
 	case "crashonce":
 		marker := fmt.Sprintf("%s/crashed-%d", os.Getenv("CITEST_DIR"), slot)
 		if _, err := os.Stat(marker); err != nil {

@@ -92,7 +92,10 @@ func workerCount(cfg *config.Config, lim limits.Limits) int {
 
 // supervise is the main job: bind, fork, supervise, exit.
 func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
-	log := newLogger(cfg, stderr)
+	// Every line clusterinit writes to its stderr, its own and prefixed
+	// workers', goes through one lock, so none splits another.
+	errOut := supervisor.NewLineWriter(stderr)
+	log := newLogger(cfg, errOut)
 
 	// A command that cannot run fails now, before anything binds or forks.
 	path, err := exec.LookPath(argv[0])
@@ -154,6 +157,8 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 		Exits:       reaper.Exits(),
 		Signals:     intake.Signals(),
 		Log:         log,
+		Stdout:      supervisor.NewLineWriter(os.Stdout),
+		Stderr:      errOut,
 		Headroom:    headroom(detector, lim),
 	})
 	if !cfg.HealthAddr.Off {

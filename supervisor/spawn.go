@@ -50,7 +50,18 @@ func (s *Supervisor) spawn(slotIndex int, now time.Time) (*worker, error) {
 	} else {
 		defer stdin.Close()
 	}
-	files := []uintptr{stdin.Fd(), os.Stdout.Fd(), os.Stderr.Fd()}
+	stdout, stderr := os.Stdout, os.Stderr
+	if s.cfg.WorkerLogPrefix {
+		if stdout, err = prefixOutput(slotIndex, s.stdout); err != nil {
+			return nil, fmt.Errorf("pipe worker output: %w", err)
+		}
+		defer stdout.Close()
+		if stderr, err = prefixOutput(slotIndex, s.stderr); err != nil {
+			return nil, fmt.Errorf("pipe worker output: %w", err)
+		}
+		defer stderr.Close()
+	}
+	files := []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()}
 	names := make([]string, 0, len(socks))
 	for _, sock := range socks {
 		files = append(files, sock.File.Fd())

@@ -31,6 +31,10 @@ type Options struct {
 	Signals   <-chan syscall.Signal
 	Log       *slog.Logger
 
+	// Stdout and Stderr receive prefixed worker output (WORKER_LOG_PREFIX);
+	// Log must write through Stderr so its lines never split a worker's.
+	Stdout, Stderr *LineWriter
+
 	// Headroom, when set, returns how many bytes of memory the container
 	// can still use; recycling starts a replacement first only if a worker
 	// of the current size fits.
@@ -44,6 +48,8 @@ type Supervisor struct {
 	log  *slog.Logger
 	env  []string // the environment every worker starts from
 	cred string   // "uid:gid" for the exec shim, or "-"
+
+	stdout, stderr *LineWriter // shared by prefixed worker output and the logger
 
 	slots   []*slot
 	workers map[int]*worker // by pid: every live worker, current, next or draining
@@ -96,6 +102,8 @@ func New(opt Options) *Supervisor {
 		reqs:    make(chan request, 8),
 		done:    make(chan struct{}),
 		cred:    "-",
+		stdout:  opt.Stdout,
+		stderr:  opt.Stderr,
 		counters: counters{
 			exits:    map[string]uint64{},
 			recycles: map[string]uint64{},
