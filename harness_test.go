@@ -98,6 +98,9 @@ func start(t *testing.T, asPID1 bool, env []string, args ...string) *proc {
 	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), pid1: asPID1}
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	// Output pipes may be held by workers that outlive a killed clusterinit:
+	// do not let Wait block on them.
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start clusterinit: %v", err)
 	}
@@ -106,9 +109,6 @@ func start(t *testing.T, asPID1 bool, env []string, args ...string) *proc {
 		p.state = cmd.ProcessState
 		close(p.done)
 	}()
-	// Output pipes may be held by workers that outlive a killed clusterinit:
-	// do not let Wait block on them.
-	cmd.WaitDelay = 2 * time.Second
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
