@@ -164,7 +164,7 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 	if !cfg.HealthAddr.Off {
 		srv, err := health.Serve(health.Options{
 			Addr: cfg.HealthAddr.HostPort, Fleet: sup, Version: version,
-			MinReady: cfg.MinReady, Log: log, Config: cfg,
+			MinReady: cfg.MinReady, Log: log, Config: cfg.ValueMap(),
 		})
 		if err != nil {
 			log.Error("start health server", "err", err)

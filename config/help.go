@@ -94,11 +94,32 @@ func writeWrapped(b *bytes.Buffer, text, indent string, width int) {
 // output can be pasted into an env file and gives the same Config.
 func (c *Config) Write(w io.Writer) {
 	var b bytes.Buffer
-	v := reflect.ValueOf(c).Elem()
-	for _, f := range configFields() {
-		fmt.Fprintf(&b, "%s=%s\n", f.key, formatValue(v.Field(f.index)))
+	for _, kv := range c.Values() {
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], kv[1])
 	}
 	_, _ = w.Write(b.Bytes())
+}
+
+// Values lists every variable with its effective value in canonical form
+// (what Write prints), in Config order: for /status, where durations as
+// nanoseconds would be unreadable.
+func (c *Config) Values() [][2]string {
+	v := reflect.ValueOf(c).Elem()
+	fields := configFields()
+	out := make([][2]string, len(fields))
+	for i, f := range fields {
+		out[i] = [2]string{f.key, formatValue(v.Field(f.index))}
+	}
+	return out
+}
+
+// ValueMap is Values as a map, which encodes as a JSON object.
+func (c *Config) ValueMap() map[string]string {
+	m := map[string]string{}
+	for _, kv := range c.Values() {
+		m[kv[0]] = kv[1]
+	}
+	return m
 }
 
 // formatValue gives the text of one field: String for the value types and
