@@ -89,12 +89,18 @@ func testEnv(extra ...string) []string {
 // namespace.
 func start(t *testing.T, asPID1 bool, env []string, args ...string) *proc {
 	t.Helper()
-	var cmd *exec.Cmd
 	if asPID1 {
-		cmd = exec.Command("unshare", append([]string{"--pid", "--fork", "--mount-proc", binary}, args...)...)
-	} else {
-		cmd = exec.Command(binary, args...)
+		return startArgv(t, true, env, append([]string{"unshare", "--pid", "--fork", "--mount-proc", binary}, args...)...)
 	}
+	return startArgv(t, false, env, append([]string{binary}, args...)...)
+}
+
+// startArgv runs argv, which must end up exec'ing clusterinit in the same
+// process (a shell wrapper that moves itself into a cgroup, say) or, with
+// asPID1, as unshare's child.
+func startArgv(t *testing.T, asPID1 bool, env []string, argv ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(argv[0], argv[1:]...)
 	p := &proc{t: t, cmd: cmd, stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{}), pid1: asPID1}
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr

@@ -16,6 +16,7 @@ import (
 	"github.com/clusterinit/clusterinit/limits"
 	"github.com/clusterinit/clusterinit/listeners"
 	"github.com/clusterinit/clusterinit/preload"
+	"github.com/clusterinit/clusterinit/procsample"
 	"github.com/clusterinit/clusterinit/signals"
 	"github.com/clusterinit/clusterinit/supervisor"
 )
@@ -146,6 +147,11 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 	log.Info("starting", "version", version, "command", strings.Join(argv, " "), "workers", workers,
 		"cpu_limit", lim.CPU, "cpu_source", lim.CPUSource, "listen", addrs, "listen_mode", string(cfg.ListenMode))
 
+	sampler, err := procsample.New("")
+	if err != nil {
+		log.Warn("no /proc: worker CPU and memory are not sampled, MAX_RSS and MAX_CPU do nothing", "err", err)
+		sampler = nil
+	}
 	sup := supervisor.New(supervisor.Options{
 		Config:      cfg,
 		Path:        path,
@@ -160,6 +166,7 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 		Stdout:      supervisor.NewLineWriter(os.Stdout),
 		Stderr:      errOut,
 		Headroom:    headroom(detector, lim),
+		Sampler:     sampler,
 	})
 	if !cfg.HealthAddr.Off {
 		srv, err := health.Serve(health.Options{

@@ -1,10 +1,214 @@
 package supervisor
 
-import "time"
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/clusterinit/clusterinit/procsample"
+)
+
+// Resource sampling and recycling. Every SAMPLE_EVERY the loop asks the
+// sampler goroutine for one pass over /proc (so a slow /proc never delays
+// reaping or signals), pings every Node worker's event loop, and checks:
+//   - MAX_RSS / MAX_CPU: a worker is recycled only once its figure has stayed
+//     above the limit for the whole window (MAX_RSS_FOR, MAX_CPU_FOR); one
+//     sample below resets the window, so a spike never triggers;
+//   - MAX_AGE: each worker's deadline has up to 10% jitter taken off, so
+//     workers started together are not recycled together;
+//   - HANG_TIMEOUT: no heartbeat answered for that long.
+// A recycle is one replacement (see replace.go); while one is under way the
+// others wait for the next sample.
+
+type sampleRequest struct {
+	at   time.Time
+	pids []int
+}
+
+type sampleResult struct {
+	at    time.Time
+	usage map[int]procsample.Usage
+	err   error
+}
+
+// runSampler serves sample requests until done; it is the only goroutine
+// that reads /proc for the fleet.
+func (s *Supervisor) runSampler() {
+	for {
+		select {
+		case <-s.done:
+			return
+		case req := <-s.sampleReqs:
+			usage, err := s.opt.Sampler.Sample(req.pids)
+			select {
+			case s.sampleResults <- sampleResult{at: req.at, usage: usage, err: err}:
+			case <-s.done:
+				return
+			}
+		}
+	}
+}
 
 // samplingEnabled: whether the loop wakes every SAMPLE_EVERY.
-func (s *Supervisor) samplingEnabled() bool { return false }
+func (s *Supervisor) samplingEnabled() bool { return s.opt.Sampler != nil }
 
-func (s *Supervisor) sample(now time.Time) {}
+// sample starts a sampling pass when one is due.
+func (s *Supervisor) sample(now time.Time) {
+	if !s.samplingEnabled() || now.Before(s.lastSample.Add(s.cfg.SampleEvery)) {
+		return
+	}
+	s.lastSample = now
+	s.checkHangs(now)
+	if s.opt.NodeOptions != "" {
+		s.pingSeq++
+		for _, w := range s.workers {
+			if w.state == ready {
+				w.ipc.send(pingLine(s.pingSeq))
+			}
+		}
+	}
+	if s.sampling {
+		return // the previous pass has not come back yet
+	}
+	pids := make([]int, 0, len(s.workers))
+	for pid := range s.workers {
+		pids = append(pids, pid)
+	}
+	select {
+	case s.sampleReqs <- sampleRequest{at: now, pids: pids}:
+		s.sampling = true
+	default:
+	}
+}
 
-func (s *Supervisor) onPong(w *worker, m message, now time.Time) {}
+// onSample records a pass's figures and recycles on sustained excess.
+func (s *Supervisor) onSample(r sampleResult) {
+	s.sampling = false
+	if r.err != nil {
+		s.log.Warn("sample workers", "err", r.err)
+		return
+	}
+	for _, w := range s.workersByPid() {
+		u, ok := r.usage[w.pid]
+		if !ok {
+			continue
+		}
+		if !w.sampledAt.IsZero() {
+			w.cpuRatio = procsample.CPURatio(w.lastUsage, u, r.at.Sub(w.sampledAt))
+		}
+		w.lastUsage, w.sampledAt = u, r.at
+		w.rssBytes, w.cpuSeconds = u.RSSBytes, u.CPUSeconds
+
+		w.rssOverSince = overSince(w.rssOverSince, s.cfg.MaxRSS > 0 && u.RSSBytes > int64(s.cfg.MaxRSS), r.at)
+		w.cpuOverSince = overSince(w.cpuOverSince, s.cfg.MaxCPU > 0 && w.cpuRatio > float64(s.cfg.MaxCPU), r.at)
+		switch {
+		case !w.rssOverSince.IsZero() && r.at.Sub(w.rssOverSince) >= s.cfg.MaxRSSFor:
+			s.recycle(w, "rss", r.at, "rss_bytes", u.RSSBytes, "max_rss", s.cfg.MaxRSS.String(),
+				"above_for", r.at.Sub(w.rssOverSince).Round(time.Millisecond), "processes", u.Procs)
+		case !w.cpuOverSince.IsZero() && r.at.Sub(w.cpuOverSince) >= s.cfg.MaxCPUFor:
+			s.recycle(w, "cpu", r.at, "cpu_ratio", round3(w.cpuRatio), "max_cpu", s.cfg.MaxCPU.String(),
+				"above_for", r.at.Sub(w.cpuOverSince).Round(time.Millisecond), "processes", u.Procs)
+		}
+	}
+}
+
+// overSince tracks when a figure went over its limit: the first time over,
+// kept while over, cleared by one sample under.
+func overSince(since time.Time, over bool, at time.Time) time.Time {
+	switch {
+	case !over:
+		return time.Time{}
+	case since.IsZero():
+		return at
+	}
+	return since
+}
+
+func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
+// onPong records a heartbeat and the event-loop delay it carries.
+func (s *Supervisor) onPong(w *worker, m message, now time.Time) {
+	w.lastBeat = now
+	w.eventLoopP99 = m.eld
+}
+
+// checkHangs recycles ready Node workers whose event loop has not answered
+// a heartbeat for HANG_TIMEOUT.
+func (s *Supervisor) checkHangs(now time.Time) {
+	if s.cfg.HangTimeout <= 0 || s.opt.NodeOptions == "" {
+		return
+	}
+	for _, w := range s.workersByPid() {
+		if w.state != ready {
+			continue
+		}
+		last := w.lastBeat
+		if last.Before(w.readyAt) {
+			last = w.readyAt
+		}
+		if silent := now.Sub(last); silent >= s.cfg.HangTimeout {
+			s.recycle(w, "hang", now, "silent_for", silent.Round(time.Millisecond), "hang_timeout", s.cfg.HangTimeout)
+		}
+	}
+}
+
+// ageDeadline is when w is recycled for MAX_AGE: MAX_AGE less up to 10%.
+func (s *Supervisor) ageDeadline(w *worker) time.Time {
+	if s.cfg.MaxAge <= 0 {
+		return time.Time{}
+	}
+	if w.ageJitter == 0 {
+		w.ageJitter = time.Duration(rand.Int64N(int64(s.cfg.MaxAge)/10+1)) + 1
+	}
+	return w.startedAt.Add(s.cfg.MaxAge - w.ageJitter)
+}
+
+func (s *Supervisor) checkAges(now time.Time) {
+	for _, w := range s.workersByPid() {
+		if d := s.ageDeadline(w); w.state == ready && !d.IsZero() && !now.Before(d) {
+			s.recycle(w, "age", now, "age", now.Sub(w.startedAt).Round(time.Second), "max_age", s.cfg.MaxAge)
+		}
+	}
+}
+
+// recycle replaces w for reason, if nothing else is being replaced; else it
+// is tried again at the next sample, its figures still over the limit.
+// Start-first when the container's memory headroom fits another worker of
+// w's size, else drain-first, except that the fleet's last ready worker is
+// always replaced start-first: a recycle never leaves no worker serving.
+func (s *Supervisor) recycle(w *worker, reason string, now time.Time, figures ...any) {
+	sl := s.slotOf(w.slot)
+	if s.stopping || s.replacing != nil || s.reloadQueue != nil || sl == nil || sl.current != w || w.state != ready {
+		return
+	}
+	startFirst, headroom := true, int64(-1)
+	if s.opt.Headroom != nil {
+		if h, err := s.opt.Headroom(); err == nil {
+			headroom = h
+			startFirst = h >= w.rssBytes
+		} else {
+			s.log.Warn("read memory headroom", "err", err)
+		}
+	}
+	if !startFirst && s.readyCount() <= 1 {
+		startFirst = true
+		s.log.Warn("memory headroom is short, but this is the only ready worker: starting its replacement first",
+			"slot", w.slot, "pid", w.pid, "headroom_bytes", headroom)
+	}
+	path := "start-first"
+	if !startFirst {
+		path = "drain-first"
+	}
+	attrs := append([]any{"slot", w.slot, "pid", w.pid, "reason", reason, "path", path, "headroom_bytes", headroom}, figures...)
+	s.log.Info("recycling worker", attrs...)
+	s.replace(sl, reason, startFirst, false, now)
+}
+
+func (s *Supervisor) readyCount() int {
+	n := 0
+	for _, w := range s.workers {
+		if w.state == ready {
+			n++
+		}
+	}
+	return n
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/clusterinit/clusterinit/config"
 	"github.com/clusterinit/clusterinit/listeners"
+	"github.com/clusterinit/clusterinit/procsample"
 	"github.com/clusterinit/clusterinit/signals"
 )
 
@@ -34,6 +35,9 @@ type Options struct {
 	// Stdout and Stderr receive prefixed worker output (WORKER_LOG_PREFIX);
 	// Log must write through Stderr so its lines never split a worker's.
 	Stdout, Stderr *LineWriter
+
+	// Sampler reads the workers' CPU and memory; nil turns sampling off.
+	Sampler *procsample.Sampler
 
 	// Headroom, when set, returns how many bytes of memory the container
 	// can still use; recycling starts a replacement first only if a worker
@@ -75,6 +79,10 @@ type Supervisor struct {
 	snapshot     atomic.Pointer[Snapshot]
 	pingSeq      int64
 	lastSample   time.Time
+
+	sampleReqs    chan sampleRequest
+	sampleResults chan sampleResult
+	sampling      bool // a pass is under way
 }
 
 // counters are the fleet's monotonic totals, exported in snapshots.
@@ -101,9 +109,12 @@ func New(opt Options) *Supervisor {
 		msgs:    make(chan message, 256),
 		reqs:    make(chan request, 8),
 		done:    make(chan struct{}),
-		cred:    "-",
-		stdout:  opt.Stdout,
-		stderr:  opt.Stderr,
+
+		sampleReqs:    make(chan sampleRequest, 1),
+		sampleResults: make(chan sampleResult, 1),
+		cred:          "-",
+		stdout:        opt.Stdout,
+		stderr:        opt.Stderr,
 		counters: counters{
 			exits:    map[string]uint64{},
 			recycles: map[string]uint64{},
@@ -147,6 +158,9 @@ func (s *Supervisor) Run() int {
 	defer close(s.done)
 	s.timer = time.NewTimer(time.Hour)
 	defer s.timer.Stop()
+	if s.samplingEnabled() {
+		go s.runSampler()
+	}
 	now := time.Now()
 	for _, sl := range s.slots {
 		sl.current = s.start(sl, now)
@@ -162,6 +176,8 @@ func (s *Supervisor) Run() int {
 			s.onMessage(m, time.Now())
 		case req := <-s.reqs:
 			req.reply <- s.onRequest(req, time.Now())
+		case r := <-s.sampleResults:
+			s.onSample(r)
 		case <-s.timer.C:
 			s.onTimer(time.Now())
 		}
@@ -406,6 +422,7 @@ func (s *Supervisor) onTimer(now time.Time) {
 			sl.current = s.start(sl, now)
 		}
 	}
+	s.checkAges(now)
 	s.sample(now)
 }
 
@@ -427,6 +444,9 @@ func (s *Supervisor) armTimer(now time.Time) {
 		case ready:
 			if !w.proven {
 				earlier(w.startedAt.Add(s.cfg.MinUptime))
+			}
+			if d := s.ageDeadline(w); d.After(now) {
+				earlier(d)
 			}
 		case draining:
 			if !w.killed {

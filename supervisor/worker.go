@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterinit/clusterinit/procsample"
 )
 
 // state is where a worker is in its life. An exited worker is simply
@@ -46,6 +48,12 @@ type worker struct {
 	killed     bool      // SIGKILLed by clusterinit
 
 	// Figures sampled for status and recycling.
+	lastUsage    procsample.Usage
+	sampledAt    time.Time
+	rssOverSince time.Time // over MAX_RSS since (zero: under)
+	cpuOverSince time.Time // over MAX_CPU since (zero: under)
+	lastBeat     time.Time // last heartbeat answer
+	ageJitter    time.Duration
 	rssBytes     int64
 	cpuRatio     float64
 	cpuSeconds   float64
