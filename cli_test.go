@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os/exec"
 	"strings"
 	"testing"
@@ -106,5 +107,41 @@ func TestUsage(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, testEnv("CLUSTERINIT_WORKERS=x"), "config"); code != 2 {
 		t.Errorf("config with an invalid variable: exit %d, want 2", code)
+	}
+}
+
+func TestListenPortTakenExit1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	code, stdout, stderr := runCLI(t, testEnv("CLUSTERINIT_LISTEN="+ln.Addr().String()), "--", "sh", "-c", "echo STARTED")
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(stderr, "address already in use") || !strings.Contains(stderr, ln.Addr().String()) {
+		t.Errorf("stderr does not say which address is taken: %s", stderr)
+	}
+	if strings.Contains(stdout, "STARTED") {
+		t.Errorf("a worker started although the listener could not be bound")
+	}
+}
+
+// More workers than the fd limit allows: the ones that fit start, the rest
+// fail with a clear error and back off, and clusterinit gives up with exit 1
+// after MAX_FAILED_STARTS instead of spinning.
+func TestMoreWorkersThanFDLimit(t *testing.T) {
+	env := testEnv("CLUSTERINIT_WORKERS=20", "CLUSTERINIT_LISTEN=none", "CLUSTERINIT_SHIM=false",
+		"CLUSTERINIT_MAX_FAILED_STARTS=8", "CLUSTERINIT_RESTART_DELAY=10ms", "CLUSTERINIT_DRAIN_TIMEOUT=2s")
+	code, _, stderr := runCmd(t, env, "sh", "-c", `ulimit -n 24; exec "$@"`, "sh", binary, "--", "sleep", "60")
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(stderr, "too many open files") || !strings.Contains(stderr, "giving up") {
+		t.Errorf("stderr does not explain: %s", tail(stderr, 10))
+	}
+	if strings.Count(stderr, `"worker started"`) == 0 {
+		t.Errorf("not even the workers that fit were started")
 	}
 }
