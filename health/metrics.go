@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -115,6 +116,9 @@ func (s *Server) writeProcessMetrics(t *textWriter) {
 		t.family("process_open_fds", gauge, "Number of open file descriptors.")
 		t.value("process_open_fds", float64(n))
 	}
+	// Leak checks (chaos and soak tests) compare this before and after.
+	t.family("go_goroutines", gauge, "Number of goroutines in clusterinit.")
+	t.value("go_goroutines", float64(runtime.NumGoroutine()))
 }
 
 // currentPerSlot picks one worker per slot, in slot order: the newest by
