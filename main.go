@@ -128,6 +128,10 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 		log.Warn("detect cpu and memory limits", "err", err)
 	}
 	workers := workerCount(cfg, lim)
+	if cfg.MinReady > workers {
+		log.Warn("MIN_READY is more than the number of workers: /readyz will answer 503 until workers are added",
+			"min_ready", cfg.MinReady, "workers", workers)
+	}
 
 	var addrs []string
 	if !cfg.Listen.None {
