@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/clusterinit/clusterinit/config"
@@ -104,12 +105,15 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 		log.Error("cannot start the command", "command", argv[0], "err", err)
 		return exitFail
 	}
-	self, err := os.Executable()
+	self, err := selfPath()
 	if err != nil {
 		log.Error("find clusterinit's own executable", "err", err)
 		return exitFail
 	}
 
+	if err := signals.CloseInheritedFds(); err != nil {
+		log.Warn("inherited fds may leak to workers", "err", err)
+	}
 	if err := signals.BecomeSubreaper(); err != nil {
 		log.Warn("become child subreaper: orphans will not be reaped unless clusterinit is PID 1", "err", err)
 	}
@@ -186,6 +190,19 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 	code := sup.Run()
 	log.Info("exiting", "status", code)
 	return code
+}
+
+// selfPath is clusterinit's own executable, which every worker starts as
+// (the exec shim). /proc/self/exe is the sure way; an empty root (a chroot,
+// a scratch image without /proc) has none, and then argv[0] serves.
+func selfPath() (string, error) {
+	if p, err := os.Executable(); err == nil {
+		return p, nil
+	} else if p, lerr := exec.LookPath(os.Args[0]); lerr == nil {
+		return filepath.Abs(p)
+	} else {
+		return "", fmt.Errorf("%w; and argv[0] %q: %v", err, os.Args[0], lerr)
+	}
 }
 
 // headroom reports how much more memory the container may use, when it has

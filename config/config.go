@@ -82,7 +82,7 @@ func Load(environ []string) (*Config, error) {
 			continue
 		}
 		if _, ok := byKey[k]; !ok {
-			probs.add(k, fmt.Sprintf("%s=%q: unknown variable%s", quoteName(k), v, suggest(k, fields)))
+			probs.add(k, fmt.Sprintf("%s=%s: unknown variable%s", quoteName(k), shownValue(k, v), suggest(k, fields)))
 			continue
 		}
 		known[k] = strings.TrimSpace(v)
@@ -357,4 +357,20 @@ func editDistance(a, b string, limit int) int {
 		prev2, prev, cur = prev, cur, prev2
 	}
 	return min(prev[len(b)], limit)
+}
+
+// secretWords mark a variable name whose value must never be printed: an
+// unknown CLUSTERINIT_* variable may be a secret meant for something else,
+// and problem lines end up in the task's logs.
+var secretWords = []string{"SECRET", "TOKEN", "PASSW", "PWD", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "SESSION", "COOKIE", "SIGNATURE", "CERT"}
+
+// shownValue is how a problem line shows the value of variable name.
+func shownValue(name, value string) string {
+	upper := strings.ToUpper(name)
+	for _, w := range secretWords {
+		if strings.Contains(upper, w) {
+			return "(value hidden)"
+		}
+	}
+	return fmt.Sprintf("%q", value)
 }

@@ -2,6 +2,9 @@ package signals
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,4 +87,26 @@ func (r *Reaper) reapAll(done <-chan struct{}) {
 // clusterinit is not PID 1 (under ECS initProcessEnabled, for instance).
 func BecomeSubreaper() error {
 	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// CloseInheritedFds marks every fd from 3 up close-on-exec, so that what
+// clusterinit itself inherited (from a wrapper, a debugger, a CI runner) is
+// not passed on to workers, who may run as another user. Workers get only
+// the fds the supervisor hands them explicitly.
+func CloseInheritedFds() error {
+	err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	if err == nil {
+		return nil
+	}
+	// Before Linux 5.11 (still found on Amazon Linux 2 hosts): one by one.
+	ents, rerr := os.ReadDir("/proc/self/fd")
+	if rerr != nil {
+		return fmt.Errorf("mark inherited fds close-on-exec: %w (and list /proc/self/fd: %v)", err, rerr)
+	}
+	for _, e := range ents {
+		if fd, cerr := strconv.Atoi(e.Name()); cerr == nil && fd >= 3 {
+			unix.CloseOnExec(fd)
+		}
+	}
+	return nil
 }

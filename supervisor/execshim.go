@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // ExecShimArg is the hidden first argument with which clusterinit re-executes
@@ -30,6 +33,9 @@ func ExecShim(args []string) int {
 		return 127
 	}
 	cred, path, argv := args[0], args[1], args[2:]
+	// no_new_privs (below) is a per-thread setting inherited through exec
+	// only by the thread that calls it: keep everything on one thread.
+	runtime.LockOSThread()
 	env := os.Environ()
 	if os.Getenv("LISTEN_FDS") != "" {
 		env = setEnv(env, "LISTEN_PID", strconv.Itoa(os.Getpid()))
@@ -37,6 +43,12 @@ func ExecShim(args []string) int {
 	if cred != "-" {
 		if err := dropPrivileges(cred); err != nil {
 			fmt.Fprintf(os.Stderr, "clusterinit: drop privileges to %s: %v\n", cred, err)
+			return 126
+		}
+		// A worker running as USER must not regain root through a
+		// set-user-ID program in the image (su, mount, passwd…).
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			fmt.Fprintf(os.Stderr, "clusterinit: set no_new_privs: %v\n", err)
 			return 126
 		}
 	}
