@@ -7,8 +7,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-ARG VERSION=dev
-RUN make build VERSION=$VERSION
+# No VCS stamping: a .git that git cannot read here (a worktree's .git file,
+# say) would fail the build; the version below is stamped by make.
+ENV GOFLAGS=-buildvcs=false
+# The version is what `git describe` says of the context's .git, unless
+# given: docker build --build-arg VERSION=v1.2.3 . (without either, "dev").
+ARG VERSION
+RUN if [ -n "$VERSION" ]; then make build VERSION="$VERSION"; else make build; fi
 
 FROM scratch
 COPY --from=build /src/bin/clusterinit /clusterinit
