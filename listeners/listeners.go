@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"syscall"
 
@@ -13,11 +12,25 @@ import (
 
 // Socket is one bound, listening TCP socket.
 type Socket struct {
-	Addr  string   // the address as configured, e.g. ":3000"
-	Port  int      // the port actually bound
-	Bound string   // the local address actually bound, e.g. "[::]:3000"
-	File  *os.File // clusterinit's copy of the listening fd
+	Addr  string // the address as configured, e.g. ":3000"
+	Port  int    // the port actually bound
+	Bound string // the local address actually bound, e.g. "[::]:3000"
+
+	// fd is clusterinit's copy of the listening socket: a plain descriptor,
+	// deliberately not an *os.File. An *os.File over a non-blocking socket
+	// joins Go's epoll set, which would wake clusterinit on every incoming
+	// connection, and its Fd method switches the shared file description to
+	// blocking mode, which leaves a worker that loses an accept race blocked
+	// in accept(2) forever.
+	fd int
 }
+
+// Fd is the listening descriptor to hand to a worker. It stays non-blocking
+// (a flag every worker shares) and is close-on-exec in clusterinit.
+func (s *Socket) Fd() int { return s.fd }
+
+// Close closes clusterinit's copy; workers keep theirs.
+func (s *Socket) Close() error { return unix.Close(s.fd) }
 
 // Name is the socket's LISTEN_FDNAMES entry. Names may not contain ':', so
 // it is "port" followed by the port, which the Node preload matches against
@@ -43,16 +56,26 @@ func Listen(addr string, reusePort bool) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	defer ln.Close()
 	tl := ln.(*net.TCPListener)
-	// File returns a duplicate that is independent of the Go poller; the
-	// listener itself is closed so that nothing in clusterinit ever accepts.
-	f, err := tl.File()
-	ln.Close()
+	// Keep a duplicate outside the Go poller (see Socket.fd) and close the
+	// listener itself, so nothing in clusterinit ever accepts or polls it.
+	rc, err := tl.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(orig uintptr) {
+		fd, derr = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("listen on %s: duplicate socket: %w", addr, derr)
+	}
 	ta := tl.Addr().(*net.TCPAddr)
-	return &Socket{Addr: addr, Port: ta.Port, Bound: ta.String(), File: f}, nil
+	return &Socket{Addr: addr, Port: ta.Port, Bound: ta.String(), fd: fd}, nil
 }
 
 // Set is every socket that clusterinit holds: shared sockets, handed to all
@@ -162,6 +185,6 @@ func (s *Set) Close() {
 
 func closeAll(socks []*Socket) {
 	for _, sock := range socks {
-		sock.File.Close()
+		sock.Close()
 	}
 }
