@@ -293,6 +293,26 @@ function patchClose() {
     if (handled) return this;
     return original.apply(this, arguments);
   };
+  // http.Server's own close first closes every idle
+  // keep-alive connection at once, then calls net.Server's. After the drain
+  // has closed the server, go straight to the patched close above, so that
+  // an app's shutdown handler (Next.js) does not reset a connection a client
+  // is sending its next request on; the drain's timer closes idle ones.
+  // (https is left alone: loading it here would cost every worker's startup
+  // the TLS stack, and servers behind a load balancer speak plain HTTP.)
+  const proto = http.Server && http.Server.prototype;
+  if (!proto || typeof proto.close !== 'function' || proto.close === net.Server.prototype.close) return;
+  const httpClose = proto.close;
+  proto.close = function close() {
+    let drained = false;
+    try {
+      drained = Boolean(this[kClosedByPreload] && !this._handle);
+    } catch {
+      drained = false;
+    }
+    if (drained) return net.Server.prototype.close.apply(this, arguments);
+    return httpClose.apply(this, arguments);
+  };
 }
 
 // Every response whose headers are written after the drain began, including
