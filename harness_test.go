@@ -128,9 +128,13 @@ func startArgv(t *testing.T, asPID1 bool, env []string, argv ...string) *proc {
 				<-p.done
 			}
 		}
-		// Whatever the outcome, no worker of this test may outlive it.
-		for _, l := range p.logsWith("worker started") {
-			syscall.Kill(-num(l, "pid"), syscall.SIGKILL)
+		// Whatever the outcome, no worker of this test may outlive it. As
+		// PID 1, clusterinit's namespace died with it (and its pids name
+		// unrelated processes here).
+		if !p.pid1 {
+			for _, pid := range p.liveWorkers() {
+				syscall.Kill(-pid, syscall.SIGKILL)
+			}
 		}
 		if t.Failed() {
 			t.Logf("clusterinit stderr:\n%s", tail(p.stderr.String(), 60))
@@ -138,6 +142,29 @@ func startArgv(t *testing.T, asPID1 bool, env []string, argv ...string) *proc {
 		}
 	})
 	return p
+}
+
+// liveWorkers lists the workers the log shows started and not exited that
+// still lead their own process group: after thousands of restarts, the pid
+// of a long-gone worker may name another process by now.
+func (p *proc) liveWorkers() []int {
+	live := map[int]bool{}
+	for _, line := range p.logs() {
+		msg, _ := line["msg"].(string)
+		switch {
+		case msg == "worker started":
+			live[num(line, "pid")] = true
+		case strings.HasPrefix(msg, "worker exited") || strings.HasPrefix(msg, "worker killed"):
+			delete(live, num(line, "pid"))
+		}
+	}
+	var pids []int
+	for pid := range live {
+		if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 func tail(s string, lines int) string {

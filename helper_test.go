@@ -20,7 +20,7 @@ import (
 //
 // Modes:
 //
-//	serve     block; on SIGTERM wait CITEST_TERM_DELAY then exit 0; print SIGUSR2s
+//	serve     block; on SIGTERM wait CITEST_TERM_DELAY, write CITEST_LAST_WORDS bytes, exit 0; print SIGUSR2s
 //	ignore    ignore SIGTERM, block
 //	exit      exit with CITEST_EXIT_CODE (default 10+slot) after CITEST_EXIT_AFTER
 //	orphans   start CITEST_ORPHANS children that outlive it, then behave as CITEST_THEN
@@ -115,6 +115,11 @@ func helperServe(slot int) int {
 			fmt.Printf("helper got SIGUSR2 slot=%d pid=%d\n", slot, os.Getpid())
 		case syscall.SIGTERM:
 			time.Sleep(envDuration("CITEST_TERM_DELAY", 0))
+			// Last words: CITEST_LAST_WORDS bytes without a final newline,
+			// most of them still in the pipe when the worker is gone.
+			if n, _ := strconv.Atoi(os.Getenv("CITEST_LAST_WORDS")); n > 0 {
+				os.Stdout.WriteString(strings.Repeat("z", n-1) + "!")
+			}
 			return 0
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -40,6 +41,25 @@ func TestPrefixedLogsStayWhole(t *testing.T) {
 			if perSlot[slot] != 20 {
 				t.Errorf("%s: %d whole lines from slot %d, want 20", name, perSlot[slot], slot)
 			}
+		}
+	}
+}
+
+// What a worker writes just before it exits, a last line without a newline
+// included, is out before clusterinit exits: its copy is flushed first.
+func TestPrefixedLastWordsSurviveExit(t *testing.T) {
+	const size = 256 << 10 // several pipe buffers
+	for i := 0; i < 5; i++ {
+		env, args := helper("serve")
+		p := start(t, false, fleetEnv(1, append(env, "CLUSTERINIT_WORKER_LOG_PREFIX=true", "CITEST_LAST_WORDS="+strconv.Itoa(size))...), args...)
+		p.waitUp(1)
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(20 * time.Second); code != 0 {
+			t.Fatalf("exit code %d", code)
+		}
+		want := "[worker 0] " + strings.Repeat("z", size-1) + "!\n"
+		if out := p.stdout.String(); !strings.HasSuffix(out, want) {
+			t.Fatalf("run %d: stdout ends %q (%d bytes), want the whole last line", i, tail(out[max(0, len(out)-60):], 1), len(out))
 		}
 	}
 }

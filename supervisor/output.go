@@ -36,14 +36,17 @@ func (lw *LineWriter) Write(b []byte) (int, error) {
 // prefixOutput makes a pipe for one stream of a worker and copies what it
 // writes to dst, line by line, each line prefixed with "[worker N] ". It
 // returns the pipe's write end for the child; the copy ends when every holder
-// of that end (the worker and any child it started) has closed it.
-func prefixOutput(slot int, dst *LineWriter) (*os.File, error) {
+// of that end (the worker and any child it started) has closed it, and is
+// counted in running until then.
+func prefixOutput(slot int, dst *LineWriter, running *sync.WaitGroup) (*os.File, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	prefix := []byte("[worker " + strconv.Itoa(slot) + "] ")
+	running.Add(1)
 	go func() {
+		defer running.Done()
 		defer r.Close()
 		br := bufio.NewReaderSize(r, 64<<10)
 		line := make([]byte, 0, 4096)

@@ -52,11 +52,11 @@ func (s *Supervisor) spawn(slotIndex int, now time.Time) (*worker, error) {
 	}
 	stdout, stderr := os.Stdout, os.Stderr
 	if s.cfg.WorkerLogPrefix {
-		if stdout, err = prefixOutput(slotIndex, s.stdout); err != nil {
+		if stdout, err = prefixOutput(slotIndex, s.stdout, &s.copiers); err != nil {
 			return nil, fmt.Errorf("pipe worker output: %w", err)
 		}
 		defer stdout.Close()
-		if stderr, err = prefixOutput(slotIndex, s.stderr); err != nil {
+		if stderr, err = prefixOutput(slotIndex, s.stderr, &s.copiers); err != nil {
 			return nil, fmt.Errorf("pipe worker output: %w", err)
 		}
 		defer stderr.Close()
@@ -64,7 +64,7 @@ func (s *Supervisor) spawn(slotIndex int, now time.Time) (*worker, error) {
 	files := []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()}
 	names := make([]string, 0, len(socks))
 	for _, sock := range socks {
-		files = append(files, sock.File.Fd())
+		files = append(files, uintptr(sock.Fd()))
 		names = append(names, sock.Name())
 	}
 	ipcFd := len(files)

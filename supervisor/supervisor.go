@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -53,7 +54,8 @@ type Supervisor struct {
 	env  []string // the environment every worker starts from
 	cred string   // "uid:gid" for the exec shim, or "-"
 
-	stdout, stderr *LineWriter // shared by prefixed worker output and the logger
+	stdout, stderr *LineWriter    // shared by prefixed worker output and the logger
+	copiers        sync.WaitGroup // running WORKER_LOG_PREFIX copies, flushed before Run returns
 
 	slots   []*slot
 	workers map[int]*worker // by pid: every live worker, current, next or draining
@@ -183,7 +185,29 @@ func (s *Supervisor) Run() int {
 		}
 		s.publish()
 	}
+	s.flushOutput()
 	return s.exitCode
+}
+
+// outputFlushTimeout bounds how long Run waits for prefixed output after the
+// last worker is gone: a daemon a worker left behind may hold the pipe open
+// for ever.
+const outputFlushTimeout = time.Second
+
+// flushOutput waits for the prefixed copies of the workers' output to end, so
+// that a worker's last lines, written just before it exited and still in the
+// pipe, are out before clusterinit exits.
+func (s *Supervisor) flushOutput() {
+	flushed := make(chan struct{})
+	go func() {
+		s.copiers.Wait()
+		close(flushed)
+	}()
+	select {
+	case <-flushed:
+	case <-time.After(outputFlushTimeout):
+		s.log.Warn("worker output still open after the last worker exited: not waiting for it", "waited", outputFlushTimeout)
+	}
 }
 
 // finished: a stop has drained every worker.
