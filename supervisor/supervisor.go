@@ -56,6 +56,7 @@ type Supervisor struct {
 
 	stdout, stderr *LineWriter    // shared by prefixed worker output and the logger
 	copiers        sync.WaitGroup // running WORKER_LOG_PREFIX copies, flushed before Run returns
+	selfExe        os.FileInfo    // clusterinit's executable, to tell a worker still in the shim
 
 	slots   []*slot
 	workers map[int]*worker // by pid: every live worker, current, next or draining
@@ -127,6 +128,7 @@ func New(opt Options) *Supervisor {
 		s.cred = uidGid(u.UID, u.GID)
 	}
 	s.env = baseEnv(os.Environ(), opt.NodeOptions)
+	s.selfExe, _ = os.Stat(opt.Self) // nil: workers are never taken for the shim
 	for i := 0; i < opt.Workers; i++ {
 		s.slots = append(s.slots, &slot{index: i})
 	}
@@ -375,6 +377,7 @@ func (s *Supervisor) onMessage(m message, now time.Time) {
 	if !ok {
 		return
 	}
+	w.execed = true
 	switch m.kind {
 	case msgReady:
 		s.markReady(w, "message", now)
@@ -431,6 +434,7 @@ func (s *Supervisor) onTimer(now time.Time) {
 		case ready:
 			s.checkProven(w, now)
 		case draining:
+			s.resignalAfterShim(w, now)
 			if !w.killed && !now.Before(w.killAt) {
 				s.log.Warn("drain deadline passed: killing worker", "slot", w.slot, "pid", w.pid, "drain_timeout", s.cfg.DrainTimeout)
 				w.killed = true
@@ -475,6 +479,7 @@ func (s *Supervisor) armTimer(now time.Time) {
 		case draining:
 			if !w.killed {
 				earlier(w.killAt)
+				earlier(w.resignalAt)
 			}
 		}
 	}
@@ -524,6 +529,7 @@ func (s *Supervisor) drain(w *worker, reason string, now time.Time) {
 	if err := w.signalGroup(s.cfg.StopSignal.Sys()); err != nil {
 		s.log.Warn("drain worker", "slot", w.slot, "pid", w.pid, "err", err)
 	}
+	s.noteStopInShim(w, now)
 }
 
 // killAll SIGKILLs every worker's group at once (a second stop signal).

@@ -46,6 +46,8 @@ type worker struct {
 	stopReason string    // why it drains ("stop", "reload", "scale", …); "" unless draining
 	killAt     time.Time // draining: SIGKILL after this
 	killed     bool      // SIGKILLed by clusterinit
+	execed     bool      // it sent a message, so it runs the command, not the shim
+	resignalAt time.Time // drained in the shim: check then whether to signal again
 
 	// Figures sampled for status and recycling.
 	lastUsage    procsample.Usage
