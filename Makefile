@@ -30,3 +30,14 @@ fuzz:
 	    go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# The side-by-side benchmark: clusterinit against one node process, Node's
+# cluster module and PM2 cluster mode over the same app, under wrk on
+# loopback. Installs wrk (apt-get) and PM2 (npm, into bench/.cache) when
+# missing, takes 7.5 minutes on 2 idle CPUs (while other processes use them
+# it waits and measures again, 2 more minutes at most: BENCH_QUIET_WAIT), and
+# rewrites the "Side by side" section of docs/benchmarks.md. BENCH_RUNS,
+# BENCH_DURATION, … tune it (see bench/main.go); `go run ./bench -smoke` is
+# a quick check that writes nothing.
+bench: build
+	go run ./bench -clusterinit $(BIN)
