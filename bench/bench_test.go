@@ -28,6 +28,11 @@ func TestSmoke(t *testing.T) {
 	}
 	md := res.markdown()
 	t.Log("\n" + md)
+	// Nothing a contender started outlives the run: PM2's daemon detaches
+	// into a session of its own, so only its environment finds it.
+	if left := pidsWithEnv("PM2_HOME=" + filepath.Join(os.TempDir(), "clusterinit-bench-")); len(left) > 0 {
+		t.Errorf("processes of PM2 left running after the run: %v", left)
+	}
 	if len(res.Errors) > 0 {
 		t.Fatalf("failed measurements:\n%s\n%s", strings.Join(res.Errors, "\n"), log.String())
 	}

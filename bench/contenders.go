@@ -447,6 +447,15 @@ func (in *instance) kill() {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
+		// The pid file is not enough: any pm2 command starts a new daemon,
+		// detached in a session of its own, when none answers (a `pm2 kill`
+		// or `pm2 reload` on a loaded machine), and one was once left
+		// behind, spinning at 90% of a CPU over the deleted PM2_HOME.
+		// Every process started with this PM2_HOME is the daemon or a
+		// worker of it.
+		for _, pid := range pidsWithEnv("PM2_HOME=" + in.pm2Home) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	for _, pid := range readPIDs(in.ready) {
 		if pid > 1 && alive(pid) && isApp(pid, in.e.appJS) {

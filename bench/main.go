@@ -97,8 +97,17 @@ func main() {
 	contenders := fs.String("contenders", strings.Join(s.Contenders, ","), "comma-separated contenders (default: all)")
 	fs.StringVar(&s.Out, "out", s.Out, "markdown file to update between the bench markers; empty: none")
 	fs.StringVar(&s.Binary, "clusterinit", s.Binary, "clusterinit binary (default: build one)")
+	toolsOnly := fs.Bool("tools", false, "only install what the harness runs (wrk, PM2) and exit")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
+	}
+	if *toolsOnly {
+		s.Log = os.Stderr
+		if err := installTools(context.Background(), s); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	s.Contenders = splitList(*contenders)
 	s.Log = os.Stderr

@@ -205,3 +205,31 @@ func coresBusy(a, b machineCPU, ncpu int) float64 {
 	}
 	return float64(b.busy-a.busy) / float64(b.total-a.total) * float64(ncpu)
 }
+
+// pidsWithEnv lists the processes whose environment holds an entry
+// ("KEY=value") that starts with prefix.
+func pidsWithEnv(prefix string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	want := []byte(prefix)
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			continue
+		}
+		for _, entry := range bytes.Split(b, []byte{0}) {
+			if bytes.HasPrefix(entry, want) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}

@@ -138,6 +138,21 @@ func prepare(ctx context.Context, s settings) (*env, error) {
 	return e, nil
 }
 
+// installTools installs wrk and PM2 where prepare finds them, so that CI
+// can take their download out of the smoke test's deadline.
+func installTools(ctx context.Context, s settings) error {
+	e := &env{s: s, log: s.Log}
+	var err error
+	if e.root, err = findRoot(s.Root); err != nil {
+		return err
+	}
+	if _, err = ensureWrk(ctx, e); err != nil {
+		return err
+	}
+	_, err = ensurePM2(ctx, e)
+	return err
+}
+
 // findRoot returns the repository root: dir if given, else the nearest
 // parent of the working directory holding clusterinit's go.mod.
 func findRoot(dir string) (string, error) {
