@@ -15,6 +15,7 @@ import (
 	"github.com/clusterinit/clusterinit/config"
 	"github.com/clusterinit/clusterinit/listeners"
 	"github.com/clusterinit/clusterinit/signals"
+	"go.uber.org/goleak"
 )
 
 // TestMain lets this test binary serve as the exec shim of the workers that
@@ -30,7 +31,11 @@ func TestMain(m *testing.M) {
 		signal.Notify(make(chan os.Signal, 1), syscall.SIGTERM)
 		os.Exit(ExecShim(os.Args[2:]))
 	}
-	os.Exit(m.Run())
+	// Every Supervisor the tests run must leave no goroutine behind once
+	// Run has returned (its IPC readers and writers, output copies, the
+	// sampler): clusterinit runs for the life of the container, so one
+	// leaked per worker adds up.
+	goleak.VerifyTestMain(m)
 }
 
 const lossyShimFor = 500 * time.Millisecond
