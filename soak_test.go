@@ -262,12 +262,13 @@ func reportLedger(t *testing.T, led *ledger, counted int) {
 // for "rolling reload done". With SHIM=false a worker is ready at spawn, so
 // a reload takes as long as two forks; before the next one the test waits
 // until both new workers are up (their SIGTERM handler installed), so that
-// each reload drains workers that were serving, as in production. (Drained
-// sooner, a worker still in clusterinit's exec shim can lose its stop
-// signal: see docs/reliability.md; SOAK_UNPACED=1 reloads without waiting,
-// and counts the workers that did not exit on their stop signal instead of
-// failing on them.) Between reloads the fleet is quiet (2 workers, none
-// draining), so every reading is exact.
+// each reload drains workers that were serving, as in production.
+// SOAK_UNPACED=1 reloads without waiting, so that many workers are drained
+// while still in clusterinit's exec shim, where a stop signal can be lost
+// (see docs/reliability.md): then a worker may also die of SIGTERM before
+// its handler is installed, but none may be left to DRAIN_TIMEOUT. Between
+// reloads the fleet is quiet (2 workers, none draining), so every reading
+// is exact.
 func soakReloads(t *testing.T, reloads int) {
 	paced := os.Getenv("SOAK_UNPACED") == ""
 	hport := freePort(t)
@@ -353,24 +354,21 @@ func soakReloads(t *testing.T, reloads int) {
 	}
 	// Every worker was asked to stop (drained by a reload, or at the end)
 	// once up, and exited 0 from its handler. Unpaced, a worker may also
-	// die of SIGTERM before its handler is installed, or never see the
-	// signal and be killed at DRAIN_TIMEOUT.
-	var ignored []string
+	// die of SIGTERM before its handler is installed; none may be killed.
+	early := 0
 	led := attributeExits(p, func(l map[string]any) string {
 		switch {
 		case l["reason"] == "stopped" && l["status"] == "exit code 0":
 			return ""
 		case !paced && l["reason"] == "stopped" && l["status"] == "signal SIGTERM":
-			return ""
-		case !paced && l["reason"] == "killed":
-			ignored = append(ignored, fmt.Sprintf("pid %d drained %v after its start", num(l, "pid"), l["drained_after_start"]))
+			early++
 			return ""
 		}
 		return fmt.Sprintf("%v (%v), drained %v after its start: want a clean stop", l["status"], l["reason"], l["drained_after_start"])
 	})
 	if !paced {
-		t.Logf("unpaced: %d of %d workers did not exit on their stop signal and were killed at DRAIN_TIMEOUT: %v",
-			len(ignored), led.exits, ignored)
+		t.Logf("unpaced: %d of %d workers died of SIGTERM before their handler was installed, %d were sent it again after the shim",
+			early, led.exits, len(p.logsWith("stop signal sent again")))
 	}
 	// The 2 workers stopped at the end exited after the counter was read.
 	reportLedger(t, led, counted+2)
