@@ -14,13 +14,12 @@ build:
 demo: build
 	CLUSTERINIT_HEALTH_ADDR=127.0.0.1:9558 ./$(BIN) -- node testdata/apps/http.js
 
-# Everything CI runs.
+# Everything CI runs. -p 1: one package's tests at a time. The end-to-end
+# tests, the soak and the bench smoke each load both CPUs; run together they
+# starve each other's timing bounds (seen: the soak at 7 restarts/s, not 180).
 test:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	go vet ./...
-	# -p 1: one package's tests at a time. The end-to-end tests, the soak and
-	# the bench smoke each load both CPUs; run together they starve each
-	# other's timing bounds (seen: the soak at 7 restarts/s instead of 180).
 	go test -race -count=1 -p 1 -timeout 30m ./...
 	$(MAKE) fuzz
 
