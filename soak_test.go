@@ -49,27 +49,33 @@ func soakRestarts(t *testing.T, exits int) {
 
 	hport := freePort(t)
 	health := fmt.Sprintf("http://127.0.0.1:%d", hport)
-	env, args := helper("exit", "CITEST_EXIT_AFTER=0s")
-	p := start(t, false, fleetEnv(soakWorkers, append(env,
+	// Each worker exits at once with a status that names its slot. A shell,
+	// not this test binary: under -race the binary takes 50-70 ms of CPU
+	// to start (the soak ran at 14 exits/s), and what is soaked here is
+	// clusterinit's bookkeeping, not the worker.
+	p := start(t, false, fleetEnv(soakWorkers,
 		fmt.Sprintf("CLUSTERINIT_HEALTH_ADDR=127.0.0.1:%d", hport),
 		"CLUSTERINIT_RESTART_DELAY=1ms", "CLUSTERINIT_MIN_UPTIME=1ms",
 		"CLUSTERINIT_MAX_FAILED_STARTS=1000000",
 		"CLUSTERINIT_STOP_DELAY=5s",
-		"CLUSTERINIT_LOG_LEVEL=info")...), args...)
+		"CLUSTERINIT_LOG_LEVEL=info"), "--", "/bin/sh", "-c", "exit $((10 + CLUSTERINIT_WORKER))")
 	pid := p.cmd.Process.Pid
 
 	t0 := time.Now()
 	var first churnFigures
+	n, progressAt := 0, time.Now()
 	for i, cp := range []int{exits / 10, exits / 2, exits} {
-		var n int
-		deadline := time.Now().Add(5 * time.Minute)
+		// No bound on the whole: machines differ fivefold in how fast they
+		// start processes. A fleet that stops restarting fails.
 		for n < cp {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d exits after 5 minutes, want %d", n, cp)
+			if time.Since(progressAt) > time.Minute {
+				t.Fatalf("%d exits, and none for a minute; want %d", n, cp)
 			}
 			time.Sleep(20 * time.Millisecond)
 			if m, err := relMetrics(health); err == nil {
-				n = int(relSum(m, "clusterinit_worker_exits_total"))
+				if now := int(relSum(m, "clusterinit_worker_exits_total")); now > n {
+					n, progressAt = now, time.Now()
+				}
 			}
 		}
 		el := time.Since(t0)
