@@ -37,7 +37,7 @@ func soakCount(t *testing.T, key string, def int) int {
 // soakWorkers run the restart phase: with 4, two cores stay busy forking.
 const soakWorkers = 4
 
-// soakRestarts: Go helper workers that exit as soon as they start, each
+// soakRestarts: shell workers that exit as soon as they start, each
 // restarted 1 ms later, until `exits` exits were counted, with readings at a
 // tenth, half and all of them. Then, on SIGTERM, STOP_DELAY holds
 // clusterinit up with nothing restarting: the one quiet moment, with no
