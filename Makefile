@@ -27,7 +27,7 @@ test:
 # count of inputs, not a duration: with a duration, go1.26's fuzz
 # coordinator can report its own end-of-fuzztime deadline as a failure
 # ("context deadline exceeded", no crasher; golang/go#75804, fixed in 1.27),
-# which failed CI once. 100000 inputs take 2-20 s per target here.
+# which failed CI once. 100000 inputs take 3-11 s per target here.
 FUZZTIME ?= 100000x
 fuzz:
 	@for pkg in $$(go list ./...); do \

@@ -23,16 +23,17 @@ func TestSmoke(t *testing.T) {
 	t0 := time.Now()
 	res, err := run(ctx, s)
 	t.Logf("smoke run took %s", time.Since(t0).Round(time.Millisecond))
+	// Nothing a contender started outlives the run, failed or not: PM2's
+	// daemon detaches into a session of its own, so only its environment
+	// finds it.
+	if left := pidsWithEnv("PM2_HOME=" + filepath.Join(os.TempDir(), "clusterinit-bench-")); len(left) > 0 {
+		t.Errorf("processes of PM2 left running after the run: %v", left)
+	}
 	if err != nil {
 		t.Fatalf("smoke run: %v\n%s", err, log.String())
 	}
 	md := res.markdown()
 	t.Log("\n" + md)
-	// Nothing a contender started outlives the run: PM2's daemon detaches
-	// into a session of its own, so only its environment finds it.
-	if left := pidsWithEnv("PM2_HOME=" + filepath.Join(os.TempDir(), "clusterinit-bench-")); len(left) > 0 {
-		t.Errorf("processes of PM2 left running after the run: %v", left)
-	}
 	if len(res.Errors) > 0 {
 		t.Fatalf("failed measurements:\n%s\n%s", strings.Join(res.Errors, "\n"), log.String())
 	}

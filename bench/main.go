@@ -101,8 +101,8 @@ func main() {
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
+	s.Log = os.Stderr
 	if *toolsOnly {
-		s.Log = os.Stderr
 		if err := installTools(context.Background(), s); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -110,7 +110,6 @@ func main() {
 		return
 	}
 	s.Contenders = splitList(*contenders)
-	s.Log = os.Stderr
 
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
