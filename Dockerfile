@@ -13,7 +13,12 @@ ENV GOFLAGS=-buildvcs=false
 # The version is what `git describe` says of the context's .git, unless
 # given: docker build --build-arg VERSION=v1.2.3 . (without either, "dev").
 ARG VERSION
-RUN if [ -n "$VERSION" ]; then make build VERSION="$VERSION"; else make build; fi
+# The architecture asked for: BuildKit sets TARGETARCH from --platform
+# (docker buildx build --platform linux/arm64 .); the classic builder takes
+# --build-arg TARGETARCH=arm64. Unset, the build machine's own. Either way
+# the binary is static, and the image only serves COPY --from.
+ARG TARGETARCH
+RUN make build GOARCH="${TARGETARCH:-$(go env GOHOSTARCH)}" BIN=bin/clusterinit ${VERSION:+"VERSION=$VERSION"}
 
 FROM scratch
 COPY --from=build /src/bin/clusterinit /clusterinit

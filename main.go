@@ -58,11 +58,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "config":
-		return printConfig(cfg, stdout, stderr)
+		return printConfig(cfg, args[1:], stdout, stderr)
 	case "health":
 		return health.Probe(cfg.HealthAddr, stdout, stderr)
 	case "reload":
 		return health.RequestReload(cfg.HealthAddr, stdout, stderr)
+	case "status":
+		asJSON := false
+		for _, a := range args[1:] {
+			if a != "--json" {
+				fmt.Fprintf(stderr, "clusterinit status: unknown option %q; usage: clusterinit status [--json]\n", a)
+				return exitUsage
+			}
+			asJSON = true
+		}
+		return health.Status(cfg.HealthAddr, asJSON, stdout, stderr)
 	case "--":
 		args = args[1:]
 	}
@@ -73,7 +83,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return supervise(cfg, args, stderr)
 }
 
-func printConfig(cfg *config.Config, stdout, stderr io.Writer) int {
+// printConfig prints the effective configuration; argv is the command as it
+// would be run (`clusterinit config -- node --max-old-space-size=512 app.js`),
+// for the heap size.
+func printConfig(cfg *config.Config, argv []string, stdout, stderr io.Writer) int {
+	if len(argv) > 0 && argv[0] == "--" {
+		argv = argv[1:]
+	}
 	lim, err := limits.Detector{}.Detect(context.Background())
 	if err != nil {
 		fmt.Fprintln(stderr, "clusterinit: detect limits:", err)
@@ -81,8 +97,32 @@ func printConfig(cfg *config.Config, stdout, stderr io.Writer) int {
 	cfg.Write(stdout)
 	fmt.Fprintf(stdout, "# detected: cpu=%g (%s) memory=%d (%s) affinity=%d\n",
 		lim.CPU, lim.CPUSource, lim.MemoryBytes, lim.MemorySource, lim.Affinity)
-	fmt.Fprintf(stdout, "# workers: %d\n", workerCount(cfg, lim))
+	if note := cpuNote(cfg, lim); note != "" {
+		fmt.Fprintf(stdout, "# note: %s\n", note)
+	}
+	workers := workerCount(cfg, lim)
+	fmt.Fprintf(stdout, "# workers: %d\n", workers)
+	fmt.Fprintf(stdout, "# heap size per worker: %s\n",
+		supervisor.DescribeHeap(cfg.HeapSize, lim.MemoryBytes, workers, cfg.Shim, userHeapSize(argv)))
+	if rss := supervisor.MaxRSSBytes(cfg.MaxRSS, lim.MemoryBytes, workers); cfg.MaxRSS.Auto {
+		fmt.Fprintf(stdout, "# max rss per worker: %d (MAX_RSS=auto: 90%% of the share; 0: off, no memory limit known)\n", rss)
+	}
 	return exitOK
+}
+
+// cpuNote is the missing-CPU-limit warning, which matters only when the
+// worker count is derived from it.
+func cpuNote(cfg *config.Config, lim limits.Limits) string {
+	if !cfg.Workers.Auto {
+		return ""
+	}
+	return lim.CPUNote()
+}
+
+// userHeapSize: the user set --max-old-space-size, which HEAP_SIZE never
+// overrides.
+func userHeapSize(argv []string) bool {
+	return preload.UserHeapSize(os.Getenv("NODE_OPTIONS"), argv)
 }
 
 func workerCount(cfg *config.Config, lim limits.Limits) int {
@@ -148,12 +188,20 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 	}
 	defer socks.Close()
 
+	userHeap := userHeapSize(argv)
 	nodeOptions := ""
 	if cfg.Shim {
-		nodeOptions = preload.NodeOptions(os.Getenv("NODE_OPTIONS"), preload.Options{StopSignal: cfg.StopSignal.String()})
+		nodeOptions = preload.NodeOptions(os.Getenv("NODE_OPTIONS"), preload.Options{StopSignal: cfg.StopSignal.String(), StopMessage: cfg.StopMessage, HeapFlag: !userHeap})
 	}
-	log.Info("starting", "version", version, "command", strings.Join(argv, " "), "workers", workers,
-		"cpu_limit", lim.CPU, "cpu_source", lim.CPUSource, "listen", addrs, "listen_mode", string(cfg.ListenMode))
+	startAttrs := []any{"version", version, "command", strings.Join(argv, " "), "workers", workers,
+		"cpu_limit", lim.CPU, "cpu_source", lim.CPUSource,
+		"memory_limit", lim.MemoryBytes, "memory_source", lim.MemorySource,
+		"heap_size", supervisor.DescribeHeap(cfg.HeapSize, lim.MemoryBytes, workers, cfg.Shim, userHeap),
+		"listen", addrs, "listen_mode", string(cfg.ListenMode)}
+	if note := cpuNote(cfg, lim); note != "" {
+		startAttrs = append(startAttrs, "cpu_note", note)
+	}
+	log.Info("starting", startAttrs...)
 
 	sampler, err := procsample.New("")
 	if err != nil {
@@ -161,20 +209,23 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 		sampler = nil
 	}
 	sup := supervisor.New(supervisor.Options{
-		Config:      cfg,
-		Path:        path,
-		Argv:        argv,
-		Workers:     workers,
-		Self:        self,
-		NodeOptions: nodeOptions,
-		Listeners:   socks,
-		Exits:       reaper.Exits(),
-		Signals:     intake.Signals(),
-		Log:         log,
-		Stdout:      supervisor.NewLineWriter(os.Stdout),
-		Stderr:      errOut,
-		Headroom:    headroom(detector, lim),
-		Sampler:     sampler,
+		Config:       cfg,
+		Path:         path,
+		Argv:         argv,
+		Workers:      workers,
+		Self:         self,
+		NodeOptions:  nodeOptions,
+		Listeners:    socks,
+		Exits:        reaper.Exits(),
+		Signals:      intake.Signals(),
+		Log:          log,
+		Stdout:       supervisor.NewLineWriter(os.Stdout),
+		Stderr:       errOut,
+		Limits:       lim,
+		UserHeapSize: userHeap,
+		OOMKills:     detector.OOMKills,
+		Headroom:     headroom(detector, lim),
+		Sampler:      sampler,
 	})
 	if !cfg.HealthAddr.Off {
 		srv, err := health.Serve(health.Options{

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/clusterinit/clusterinit/internal/testkit"
 )
 
 type kind int
@@ -31,6 +33,16 @@ type contender struct {
 	Label string // as in the tables
 	kind  kind
 	arg   string // cluster: the scheduling policy; clusterinit: the listen mode
+	// noPreload runs clusterinit with SHIM=false and an app that takes the
+	// handed socket itself: the same fleet without the preload, to show
+	// what the preload costs per request. It is a reference, not a mode.
+	noPreload bool
+	// extraEnv is added to a clusterinit contender's environment (the
+	// recycle scenario's MAX_AGE).
+	extraEnv []string
+	// appMain, when set, is the app that bench/app.js runs instead of
+	// testdata/apps/http.js (the Next.js standalone server).
+	appMain string
 }
 
 var allContenders = []contender{
@@ -40,11 +52,14 @@ var allContenders = []contender{
 	{Name: "pm2", Label: "PM2 cluster mode", kind: kindPM2},
 	{Name: "clusterinit-shared", Label: "clusterinit shared", kind: kindClusterinit, arg: "shared"},
 	{Name: "clusterinit-reuseport", Label: "clusterinit reuseport", kind: kindClusterinit, arg: "reuseport"},
+	{Name: "clusterinit-nopreload", Label: "clusterinit shared, no preload", kind: kindClusterinit, arg: "shared", noPreload: true},
 }
 
 func (c contender) supervised() bool { return c.kind != kindNode }
+
+// isClusterinit is true for clusterinit's modes, which the targets are for.
 func (c contender) isClusterinit() bool {
-	return c.kind == kindClusterinit
+	return c.kind == kindClusterinit && !c.noPreload
 }
 
 func (c contender) workers(s settings) int {
@@ -66,7 +81,7 @@ type instance struct {
 	counts  string // the app appends "pid count" here on SIGUSR2
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	out     *syncBuffer
+	out     *testkit.Buffer
 	pm2Home string
 	eco     string // PM2 ecosystem file
 
@@ -77,25 +92,9 @@ type instance struct {
 	unregister func()
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.buf.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// maxOutput bounds what is kept of a contender's output: enough to show why
+// it failed, never the benchmark's memory.
+const maxOutput = 1 << 20
 
 // start runs contender c and waits until every worker listens and the port
 // answers. readyIn is measured from just before exec to the moment the last
@@ -116,10 +115,13 @@ func (e *env) start(ctx context.Context, c contender) (*instance, error) {
 		ready:  filepath.Join(dir, "ready"),
 		counts: filepath.Join(dir, "counts"),
 		exited: make(chan struct{}),
-		out:    &syncBuffer{},
+		out:    &testkit.Buffer{Max: maxOutput},
 	}
 	appEnv := []string{
 		"PORT=" + strconv.Itoa(port),
+		"BENCH_APP_MAIN=" + c.appMain,
+		"HOSTNAME=127.0.0.1", // where the app asks to listen (Next.js), as wrk loads 127.0.0.1
+		"NEXT_TELEMETRY_DISABLED=1",
 		"BENCH_READY_FILE=" + in.ready,
 		"BENCH_COUNT_FILE=" + in.counts,
 	}
@@ -144,6 +146,10 @@ func (e *env) start(ctx context.Context, c contender) (*instance, error) {
 			"CLUSTERINIT_LISTEN=127.0.0.1:"+strconv.Itoa(port),
 			"CLUSTERINIT_LISTEN_MODE="+c.arg,
 			"CLUSTERINIT_HEALTH_ADDR=127.0.0.1:"+strconv.Itoa(hport))...)
+		if c.noPreload {
+			cmd.Env = append(cmd.Env, "CLUSTERINIT_SHIM=false", "BENCH_LISTEN_FD=3")
+		}
+		cmd.Env = append(cmd.Env, c.extraEnv...)
 	case kindPM2:
 		in.pm2Home = filepath.Join(dir, "pm2home")
 		in.eco = filepath.Join(dir, "ecosystem.config.js")
@@ -300,7 +306,7 @@ func (in *instance) triggerReload(ctx context.Context) (wait func() error, err e
 		cmd := exec.CommandContext(ctx, in.e.pm2, "reload", in.eco)
 		cmd.Env = in.pm2Env()
 		cmd.Dir = in.e.root
-		var out syncBuffer
+		out := testkit.Buffer{Max: maxOutput}
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			return nil, err

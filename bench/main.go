@@ -4,7 +4,7 @@
 // (section "Side by side", between <!-- bench:begin --> and
 // <!-- bench:end -->):
 //
-//	make bench               # the full run, under 10 minutes on 2 cores
+//	make bench               # the full run, 15-20 minutes on 2 cores
 //	go run ./bench -smoke    # a few seconds per contender; writes nothing
 //
 // It installs wrk (apt-get) and PM2 (npm, into bench/.cache) when missing,
@@ -13,7 +13,7 @@
 //
 // Settings come from flags or the environment (flags win): BENCH_RUNS,
 // BENCH_DURATION, BENCH_CPU_DURATION, BENCH_WARMUP, BENCH_IDLE,
-// BENCH_RELOAD_LEAD, BENCH_QUIET_WAIT, BENCH_RETRIES, BENCH_STARTS, BENCH_CONNECTIONS, BENCH_WRK_THREADS,
+// BENCH_RELOAD_LEAD, BENCH_RECYCLE_AGE, BENCH_SKEW_DURATION, BENCH_NEXT_DURATION, BENCH_QUIET_WAIT, BENCH_RETRIES, BENCH_STARTS, BENCH_CONNECTIONS, BENCH_WRK_THREADS,
 // BENCH_WORKERS, BENCH_CPU_N, BENCH_CONTENDERS, BENCH_OUT, BENCH_SMOKE.
 package main
 
@@ -34,42 +34,45 @@ import (
 
 // settings of one run.
 type settings struct {
-	Runs        int           // each contender runs every scenario this many times; medians are reported
-	Duration    time.Duration // each throughput scenario
-	CPUDuration time.Duration // the CPU-heavy scenario
-	Warmup      time.Duration // keep-alive load before the first measurement
-	Idle        time.Duration // idle window for the supervisor's memory and wakeups
-	ReloadLead  time.Duration // load before the reload is asked for
-	Starts      int           // extra exec-to-ready samples per contender
-	QuietWait   time.Duration // at most this long in all waiting for an idle machine between contenders
-	QuietCores  float64       // idle: fewer CPUs than this busy
-	NoiseCores  float64       // a contender's round is measured again when other processes used more CPUs than this
-	Retries     int           // at most this many times
-	Conns       int
-	Threads     int // wrk threads
-	Workers     int
-	CPUN        int // loop rounds of GET /cpu
-	Contenders  []string
-	Smoke       bool
-	Out         string // markdown file whose section is replaced; "" writes nothing
-	Binary      string // clusterinit binary; "" builds one
-	Root        string // repository; "" finds it from the working directory
-	Command     string // the command shown as "reproduce with"
-	Log         io.Writer
+	Runs         int           // each contender runs every scenario this many times; medians are reported
+	Duration     time.Duration // each throughput scenario
+	CPUDuration  time.Duration // the CPU-heavy scenario
+	SkewDuration time.Duration // each skewed-workload scenario; 0 skips them
+	NextDuration time.Duration // each Next.js scenario; 0 skips them
+	Warmup       time.Duration // keep-alive load before the first measurement
+	Idle         time.Duration // idle window for the supervisor's memory and wakeups
+	ReloadLead   time.Duration // load before the reload is asked for
+	RecycleAge   time.Duration // clusterinit's MAX_AGE in the recycle scenario; 0 skips it
+	Starts       int           // extra exec-to-ready samples per contender
+	QuietWait    time.Duration // at most this long in all waiting for an idle machine between contenders
+	QuietCores   float64       // idle: fewer CPUs than this busy
+	NoiseCores   float64       // a contender's round is measured again when other processes used more CPUs than this
+	Retries      int           // at most this many times
+	Conns        int
+	Threads      int // wrk threads
+	Workers      int
+	CPUN         int // loop rounds of GET /cpu
+	Contenders   []string
+	Smoke        bool
+	Out          string // markdown file whose section is replaced; "" writes nothing
+	Binary       string // clusterinit binary; "" builds one
+	Root         string // repository; "" finds it from the working directory
+	Command      string // the command shown as "reproduce with"
+	Log          io.Writer
 }
 
 func defaults(smoke bool) settings {
 	if smoke {
 		return settings{
-			Runs: 1, Duration: time.Second, CPUDuration: time.Second, Warmup: 0,
-			Idle: 500 * time.Millisecond, ReloadLead: 300 * time.Millisecond, Starts: 0,
+			Runs: 1, Duration: time.Second, CPUDuration: time.Second, SkewDuration: time.Second, NextDuration: time.Second, Warmup: 0,
+			Idle: 500 * time.Millisecond, ReloadLead: 300 * time.Millisecond, RecycleAge: 2 * time.Second, Starts: 0,
 			Conns: 50, Threads: 2, Workers: 2, CPUN: 400000, Smoke: true, QuietCores: 0.3, NoiseCores: 0.15,
 			Command: "go run ./bench -smoke",
 		}
 	}
 	return settings{
-		Runs: 3, Duration: 5 * time.Second, CPUDuration: 3 * time.Second, Warmup: time.Second,
-		Idle: 2 * time.Second, ReloadLead: 250 * time.Millisecond, Starts: 5,
+		Runs: 3, Duration: 5 * time.Second, CPUDuration: 3 * time.Second, SkewDuration: 4 * time.Second, NextDuration: 4 * time.Second, Warmup: time.Second,
+		Idle: 2 * time.Second, ReloadLead: 250 * time.Millisecond, RecycleAge: 8 * time.Second, Starts: 5,
 		QuietWait: 2 * time.Minute, QuietCores: 0.3, NoiseCores: 0.15, Retries: 3,
 		Conns: 50, Threads: 2, Workers: 2, CPUN: 400000,
 		Out: "docs/benchmarks.md", Command: "make bench",
@@ -169,6 +172,9 @@ func (s *settings) fromEnv() error {
 	dur("BENCH_WARMUP", &s.Warmup)
 	dur("BENCH_IDLE", &s.Idle)
 	dur("BENCH_RELOAD_LEAD", &s.ReloadLead)
+	dur("BENCH_SKEW_DURATION", &s.SkewDuration)
+	dur("BENCH_NEXT_DURATION", &s.NextDuration)
+	dur("BENCH_RECYCLE_AGE", &s.RecycleAge)
 	dur("BENCH_QUIET_WAIT", &s.QuietWait)
 	num("BENCH_STARTS", &s.Starts)
 	num("BENCH_CONNECTIONS", &s.Conns)
@@ -370,6 +376,24 @@ func (e *env) runOne(ctx context.Context, c contender, res *results) (noise floa
 		noise = max(noise, l.others)
 	}
 
+	// The skewed workload: a few slow requests among many fast ones, with a
+	// new connection per request (where direct accept lets a connection
+	// wait for a free worker) and with keep-alive.
+	if e.s.SkewDuration > 0 {
+		for _, sc := range []struct {
+			name  string
+			close bool
+		}{{"skewclose", true}, {"skewka", false}} {
+			l, err = e.load(ctx, in, "/skew", sc.close, e.s.SkewDuration)
+			if err != nil {
+				return noise, fmt.Errorf("%s: %w", sc.name, err)
+			}
+			res.addLoad(c, sc.name, l)
+			res.add(c, sc.name+sP50, l.wrk.P50US/1000)
+			noise = max(noise, l.others)
+		}
+	}
+
 	// Keep-alive, with the requests each worker served.
 	if _, err := in.dumpCounts(); err != nil {
 		return noise, err
@@ -400,7 +424,95 @@ func (e *env) runOne(ctx context.Context, c contender, res *results) (noise floa
 		res.add(c, mReloadSecs, r.took.Seconds())
 		res.addReloadErrors(c, r.wrk)
 	}
+	if e.s.NextDuration > 0 && !c.noPreload {
+		if err := e.nextApp(ctx, c, res); err != nil {
+			return noise, fmt.Errorf("next.js: %w", err)
+		}
+	}
+	if c.isClusterinit() && e.s.RecycleAge > 0 {
+		if err := e.recycle(ctx, c, res); err != nil {
+			return noise, fmt.Errorf("recycle: %w", err)
+		}
+	}
 	return noise, nil
+}
+
+// nextApp runs contender c over the Next.js standalone build of
+// testdata/nextjs (a server-rendered page per request): a short keep-alive
+// warm-up, then a new connection per request and keep-alive.
+func (e *env) nextApp(ctx context.Context, c contender, res *results) error {
+	c.appMain = e.nextServer
+	in, err := e.start(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer in.stop()
+	if _, err := e.load(ctx, in, "/", false, e.s.NextDuration/2); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	for _, sc := range []struct {
+		name  string
+		close bool
+	}{{"nextclose", true}, {"nextka", false}} {
+		l, err := e.load(ctx, in, "/", sc.close, e.s.NextDuration)
+		if err != nil {
+			return fmt.Errorf("%s: %w", sc.name, err)
+		}
+		res.addLoad(c, sc.name, l)
+		res.add(c, sc.name+sP50, l.wrk.P50US/1000)
+	}
+	return nil
+}
+
+// recycle measures a MAX_AGE recycle of every worker under keep-alive load,
+// on a fresh instance with MAX_AGE=RecycleAge: keep-alive load from half the
+// age for a quarter of it ("before"), then from 0.85 of the age (each
+// worker's recycle comes between 0.9 and 1.0 of it, one at a time) until
+// every first worker has exited and as many successors listen, plus 250 ms
+// ("during").
+func (e *env) recycle(ctx context.Context, c contender, res *results) error {
+	age := e.s.RecycleAge
+	c.extraEnv = append(c.extraEnv, "CLUSTERINIT_MAX_AGE="+age.String())
+	in, err := e.start(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer in.stop()
+	started := time.Now()
+	old := in.workerPIDs()
+	if err := sleepCtx(ctx, time.Until(started.Add(age/2))); err != nil {
+		return err
+	}
+	before, err := e.load(ctx, in, "/", false, age/4)
+	if err != nil {
+		return fmt.Errorf("before: %w", err)
+	}
+	if err := sleepCtx(ctx, time.Until(started.Add(age*85/100))); err != nil {
+		return err
+	}
+	w, err := e.startWrk(ctx, wrkOpts{url: in.url + "/", conns: e.s.Conns, threads: e.s.Threads, duration: 2 * time.Minute})
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	t0 := time.Now()
+	if err := in.waitReloaded(ctx, old, 90*time.Second); err != nil {
+		return err
+	}
+	took := time.Since(t0)
+	sleepCtx(ctx, 250*time.Millisecond)
+	w.stop()
+	during, err := w.wait(30 * time.Second)
+	if err != nil {
+		return err
+	}
+	res.add(c, mRecycleBeforeP99, before.wrk.P99US/1000)
+	res.add(c, mRecycleBeforeRPS, before.wrk.rps())
+	res.add(c, mRecycleP99, during.P99US/1000)
+	res.add(c, mRecycleRPS, during.rps())
+	res.add(c, mRecycleFailed, float64(during.failed()))
+	res.add(c, mRecycleSecs, took.Seconds())
+	return nil
 }
 
 // loadResult is one bounded wrk run with what the processes used meanwhile.

@@ -25,17 +25,18 @@ const pm2Version = "7.0.4"
 // env is everything a run needs: tools, paths and the cleanups of what it
 // started.
 type env struct {
-	s         settings
-	log       io.Writer
-	root      string // the repository
-	tmp       string // removed at the end
-	wrk       string
-	wrkScript string
-	pm2       string // the pm2 CLI
-	node      string
-	binary    string // clusterinit
-	appJS     string
-	primaryJS string
+	s          settings
+	log        io.Writer
+	root       string // the repository
+	tmp        string // removed at the end
+	wrk        string
+	wrkScript  string
+	pm2        string // the pm2 CLI
+	node       string
+	binary     string // clusterinit
+	appJS      string
+	nextServer string // testdata/nextjs's standalone server.js, for the real-app scenario
+	primaryJS  string
 
 	machine  machineInfo
 	versions versions
@@ -108,6 +109,12 @@ func prepare(ctx context.Context, s settings) (*env, error) {
 	e.root = root
 	e.appJS = filepath.Join(root, "bench", "app.js")
 	e.primaryJS = filepath.Join(root, "bench", "cluster-primary.js")
+	if s.NextDuration > 0 {
+		e.nextServer = filepath.Join(root, "testdata", "nextjs", ".next", "standalone", "server.js")
+		if _, err := os.Stat(e.nextServer); err != nil {
+			return nil, fmt.Errorf("the Next.js scenario needs the standalone build (bash testdata/setup-node-apps.sh; BENCH_NEXT_DURATION=0 skips it): %w", err)
+		}
+	}
 	if e.tmp, err = os.MkdirTemp("", "clusterinit-bench-"); err != nil {
 		return nil, err
 	}

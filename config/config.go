@@ -37,11 +37,13 @@ type Config struct {
 	StopMessage     bool          `env:"STOP_MESSAGE" envDefault:"false" help:"also send the IPC message shutdown (PM2 shutdown_with_message)"`
 	DrainTimeout    time.Duration `env:"DRAIN_TIMEOUT" envDefault:"25s" help:"time from a worker's stop signal to SIGKILL of its process group"`
 	StopDelay       time.Duration `env:"STOP_DELAY" envDefault:"0s" help:"on SIGTERM/SIGINT, keep serving this long before draining (load-balancer deregistration)"`
-	MaxRSS          Size          `env:"MAX_RSS" envDefault:"0" help:"recycle a worker whose resident memory (the worker and its descendants) stays above this for MAX_RSS_FOR, such as 300M or 1.5Gi (at least 1Mi); 0: off"`
+	HeapSize        HeapSize      `env:"HEAP_SIZE" envDefault:"auto" help:"V8 heap limit of each Node worker, passed as --max-old-space-size (needs SHIM); auto: sized from the task's memory limit and the number of workers so that every worker at its heap limit, with its native memory, fits in the limit (see the memory budget), or Node's default when no limit is known; a size such as 512Mi; off: Node's default. A --max-old-space-size in NODE_OPTIONS or the command always wins"`
+	MaxRSS          MemLimit      `env:"MAX_RSS" envDefault:"0" help:"recycle a worker whose resident memory (the worker and its descendants) stays above this for MAX_RSS_FOR, such as 300M or 1.5Gi (at least 1Mi); auto: 90% of the worker's share of the task's memory limit (limit / workers), off when no limit is known; 0: off"`
 	MaxRSSFor       time.Duration `env:"MAX_RSS_FOR" envDefault:"30s" help:"how long memory must stay above MAX_RSS"`
 	MaxCPU          Fraction      `env:"MAX_CPU" envDefault:"0" help:"recycle a worker whose CPU use (the worker and its descendants, as a fraction of one core: 0.9 or 90%) stays above this for MAX_CPU_FOR; 0: off"`
 	MaxCPUFor       time.Duration `env:"MAX_CPU_FOR" envDefault:"5m" help:"how long CPU use must stay above MAX_CPU"`
 	MaxAge          time.Duration `env:"MAX_AGE" envDefault:"0" help:"recycle a worker older than this, each with up to 10% random jitter, never two at once; 0: off"`
+	MaxRequests     int           `env:"MAX_REQUESTS" envDefault:"0" help:"recycle a Node worker once it has answered this many HTTP requests, each with up to 10% random jitter (Gunicorn's max_requests and jitter), never two at once (needs SHIM); 0: off"`
 	HangTimeout     time.Duration `env:"HANG_TIMEOUT" envDefault:"0" help:"recycle a Node worker whose event loop has not answered the preload's heartbeat for this long (needs SHIM); 0: off"`
 	SampleEvery     time.Duration `env:"SAMPLE_EVERY" envDefault:"5s" help:"how often CPU, memory and heartbeats are sampled"`
 	RestartDelay    time.Duration `env:"RESTART_DELAY" envDefault:"100ms" help:"delay before restarting a crashed worker; doubles per consecutive crash of that slot up to 30s, resets after MIN_UPTIME of healthy running"`
@@ -164,10 +166,14 @@ func (c *Config) rules() []rule {
 		// A bare number is bytes, so MAX_RSS=300 (meant as MB) would
 		// recycle every worker as soon as it starts; no Node process is
 		// below a mebibyte, so such a limit is always a mistake.
-		{field: "MaxRSS", ok: c.MaxRSS == 0 || c.MaxRSS >= 1<<20, want: "0 or a size of at least 1Mi, such as 300M or 1.5Gi (a plain number is bytes)"},
+		{field: "MaxRSS", ok: c.MaxRSS.Auto || c.MaxRSS.Size == 0 || c.MaxRSS.Size >= 1<<20, want: "auto, 0 or a size of at least 1Mi, such as 300M or 1.5Gi (a plain number is bytes)"},
 		{field: "MaxRSSFor", ok: c.MaxRSSFor >= 0, want: nonNeg + "30s"},
 		{field: "MaxCPUFor", ok: c.MaxCPUFor >= 0, want: nonNeg + "5m"},
 		{field: "MaxAge", ok: c.MaxAge >= 0, want: nonNeg + "6h"},
+		{field: "MaxRequests", ok: c.MaxRequests >= 0, want: "a whole number of 0 or more, such as 10000"},
+		// The count comes from the preload, as the heartbeat does.
+		{field: "MaxRequests", deps: []string{"Shim"}, ok: c.MaxRequests == 0 || c.Shim,
+			want: "0 while " + Prefix + "SHIM is false, since the request count comes from the Node preload"},
 		{field: "HangTimeout", ok: c.HangTimeout >= 0, want: nonNeg + "30s"},
 		// The heartbeat comes from the preload: without it every worker
 		// would look hung, or the setting would silently do nothing.

@@ -26,7 +26,8 @@ func defaultConfig() Config {
 		StopMessage:     false,
 		DrainTimeout:    25 * time.Second,
 		StopDelay:       0,
-		MaxRSS:          0,
+		HeapSize:        HeapSize{Auto: true},
+		MaxRSS:          MemLimit{},
 		MaxRSSFor:       30 * time.Second,
 		MaxCPU:          0,
 		MaxCPUFor:       5 * time.Minute,
@@ -96,6 +97,7 @@ func TestLoadValues(t *testing.T) {
 		"CLUSTERINIT_STOP_MESSAGE=1",
 		"CLUSTERINIT_DRAIN_TIMEOUT=90s",
 		"CLUSTERINIT_STOP_DELAY=10s",
+		"CLUSTERINIT_HEAP_SIZE=768Mi",
 		"CLUSTERINIT_MAX_RSS= 1.5Gi ",
 		"CLUSTERINIT_MAX_RSS_FOR=1m30s",
 		"CLUSTERINIT_MAX_CPU=90%",
@@ -128,7 +130,8 @@ func TestLoadValues(t *testing.T) {
 		StopMessage:     true,
 		DrainTimeout:    90 * time.Second,
 		StopDelay:       10 * time.Second,
-		MaxRSS:          3 << 29,
+		HeapSize:        HeapSize{Size: 768 << 20},
+		MaxRSS:          MemLimit{Size: 3 << 29},
 		MaxRSSFor:       90 * time.Second,
 		MaxCPU:          0.9,
 		MaxCPUFor:       2 * time.Minute,
@@ -223,7 +226,7 @@ func TestLoadProblems(t *testing.T) {
 				`CLUSTERINIT_MAX_CPU="90": want a fraction of one core such as 0.9 or 90%, from 0 to 64`,
 				`CLUSTERINIT_MAX_FAILED_STARTS="ten": want a whole number of at least 1`,
 				`CLUSTERINIT_MAX_RS="1": unknown variable (did you mean CLUSTERINIT_MAX_RSS?)`,
-				`CLUSTERINIT_MAX_RSS="300X": want a size such as 300M or 1.5Gi`,
+				`CLUSTERINIT_MAX_RSS="300X": want auto or a size such as 300M or 1.5Gi`,
 				`CLUSTERINIT_READY="listen": want auto, message or none`,
 				`CLUSTERINIT_READY_TIMEOUT="30": want a Go duration such as 500ms, 30s or 5m`,
 				`CLUSTERINIT_SHIM="yes": want true or false`,
@@ -263,7 +266,7 @@ func TestLoadProblems(t *testing.T) {
 				`CLUSTERINIT_MAX_AGE="-1h": want a duration of 0 or more, such as 6h`,
 				`CLUSTERINIT_MAX_CPU_FOR="-1m": want a duration of 0 or more, such as 5m`,
 				`CLUSTERINIT_MAX_FAILED_STARTS="0": want a whole number of at least 1`,
-				`CLUSTERINIT_MAX_RSS="300": want 0 or a size of at least 1Mi, such as 300M or 1.5Gi (a plain number is bytes)`,
+				`CLUSTERINIT_MAX_RSS="300": want auto, 0 or a size of at least 1Mi, such as 300M or 1.5Gi (a plain number is bytes)`,
 				`CLUSTERINIT_MAX_RSS_FOR="-1s": want a duration of 0 or more, such as 30s`,
 				`CLUSTERINIT_MIN_READY="-1": want a whole number of 0 or more`,
 				`CLUSTERINIT_MIN_UPTIME="0": want a duration greater than 0, such as 10s`,
@@ -272,6 +275,20 @@ func TestLoadProblems(t *testing.T) {
 				`CLUSTERINIT_SAMPLE_EVERY="99ms": want a duration of at least 100ms, such as 5s`,
 				`CLUSTERINIT_STOP_DELAY="-1s": want a duration of 0 or more, such as 10s`,
 			},
+		},
+		{
+			name:    "heap size and max requests",
+			environ: []string{"CLUSTERINIT_HEAP_SIZE=15Mi", "CLUSTERINIT_MAX_RSS=autom", "CLUSTERINIT_MAX_REQUESTS=-5"},
+			problems: []string{
+				`CLUSTERINIT_HEAP_SIZE="15Mi": want auto, off, or a size of at least 16Mi such as 512Mi`,
+				`CLUSTERINIT_MAX_REQUESTS="-5": want a whole number of 0 or more, such as 10000`,
+				`CLUSTERINIT_MAX_RSS="autom": want auto or a size such as 300M or 1.5Gi`,
+			},
+		},
+		{
+			name:     "max requests needs the preload",
+			environ:  []string{"CLUSTERINIT_MAX_REQUESTS=1000", "CLUSTERINIT_SHIM=false"},
+			problems: []string{`CLUSTERINIT_MAX_REQUESTS="1000": want 0 while CLUSTERINIT_SHIM is false, since the request count comes from the Node preload`},
 		},
 		{
 			name:     "hang timeout needs the preload",
@@ -400,11 +417,13 @@ CLUSTERINIT_STOP_SIGNAL=SIGTERM
 CLUSTERINIT_STOP_MESSAGE=false
 CLUSTERINIT_DRAIN_TIMEOUT=25s
 CLUSTERINIT_STOP_DELAY=0s
+CLUSTERINIT_HEAP_SIZE=auto
 CLUSTERINIT_MAX_RSS=0
 CLUSTERINIT_MAX_RSS_FOR=30s
 CLUSTERINIT_MAX_CPU=0
 CLUSTERINIT_MAX_CPU_FOR=5m0s
 CLUSTERINIT_MAX_AGE=0s
+CLUSTERINIT_MAX_REQUESTS=0
 CLUSTERINIT_HANG_TIMEOUT=0s
 CLUSTERINIT_SAMPLE_EVERY=5s
 CLUSTERINIT_RESTART_DELAY=100ms
@@ -425,7 +444,7 @@ CLUSTERINIT_WORKER_LOG_PREFIX=false
 
 	cfg.Listen = Listen{None: true}
 	cfg.User = User{Set: true, Name: "root"}
-	cfg.MaxRSS = 300_000_000
+	cfg.MaxRSS = MemLimit{Size: 300_000_000}
 	cfg.MaxCPU = 0.333
 	cfg.StopSignal = Signal(syscall.SIGUSR2)
 	cfg.HealthAddr = Addr{HostPort: "[::1]:0"}
@@ -461,11 +480,13 @@ func TestVariables(t *testing.T) {
 		{"STOP_MESSAGE", "false"},
 		{"DRAIN_TIMEOUT", "25s"},
 		{"STOP_DELAY", "0s"},
+		{"HEAP_SIZE", "auto"},
 		{"MAX_RSS", "0"},
 		{"MAX_RSS_FOR", "30s"},
 		{"MAX_CPU", "0"},
 		{"MAX_CPU_FOR", "5m"},
 		{"MAX_AGE", "0"},
+		{"MAX_REQUESTS", "0"},
 		{"HANG_TIMEOUT", "0"},
 		{"SAMPLE_EVERY", "5s"},
 		{"RESTART_DELAY", "100ms"},

@@ -170,3 +170,41 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseHeapSize(f *testing.F) {
+	for _, s := range []string{"auto", "AUTO", "off", "0", "512Mi", "16Mi", "15.9Mi", "1.5Gi", "16777216", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var v HeapSize
+		if err := v.UnmarshalText([]byte(s)); err != nil {
+			return
+		}
+		if !v.Auto && !v.Off && v.Size < minHeapSize || (v.Auto || v.Off) && v.Size != 0 {
+			t.Fatalf("%q: accepted %+v", s, v)
+		}
+		var back HeapSize
+		if err := back.UnmarshalText([]byte(v.String())); err != nil || back != v {
+			t.Fatalf("%q = %+v prints as %q, which reads back as %+v, %v", s, v, v, back, err)
+		}
+	})
+}
+
+func FuzzParseMemLimit(f *testing.F) {
+	for _, s := range []string{"auto", "Auto", "0", "300M", "1.5Gi", "autox", "-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var v MemLimit
+		if err := v.UnmarshalText([]byte(s)); err != nil {
+			return
+		}
+		if v.Auto && v.Size != 0 || v.Size < 0 {
+			t.Fatalf("%q: accepted %+v", s, v)
+		}
+		var back MemLimit
+		if err := back.UnmarshalText([]byte(v.String())); err != nil || back != v {
+			t.Fatalf("%q = %+v prints as %q, which reads back as %+v, %v", s, v, v, back, err)
+		}
+	})
+}

@@ -32,7 +32,8 @@ const usage = `Usage:
   clusterinit [--] COMMAND [ARG...]   run N copies of COMMAND as workers (the main job)
   clusterinit health                  probe the running supervisor's /readyz; exit 0 ready, 1 not (for ECS healthCheck on distroless images)
   clusterinit reload                  ask the running supervisor for a rolling reload (same as SIGHUP)
-  clusterinit config                  print the effective configuration (env + detected CPU/memory limits) and exit; exit 2 if invalid
+  clusterinit status [--json]         the running fleet as a table (slot, pid, state, uptime, restarts, CPU, memory, heap, event-loop delay), like pm2 list; exit 1 when no supervisor answers
+  clusterinit config                  print the effective configuration (env + detected CPU/memory limits and where each came from, the heap size each worker gets) and exit; exit 2 if invalid
   clusterinit version                 print version
   clusterinit help | -h | --help      list every variable with its default and meaning
 

@@ -558,3 +558,81 @@ func (a Addr) String() string {
 	}
 	return a.HostPort
 }
+
+// The smallest heap size HEAP_SIZE takes: below it Node spends its time
+// collecting garbage before an app has even loaded.
+const minHeapSize = 16 << 20
+
+// HeapSize is CLUSTERINIT_HEAP_SIZE: the V8 heap limit of each Node worker.
+// Auto sizes it from the task's memory limit, Off leaves Node's default,
+// else Size (whole MiB, at least 16Mi) is passed as --max-old-space-size.
+type HeapSize struct {
+	Auto bool `env:"-"`
+	Off  bool `env:"-"`
+	Size Size `env:"-"`
+}
+
+const wantHeapSize = "auto, off, or a size of at least 16Mi such as 512Mi"
+
+// UnmarshalText accepts "auto", "off" (or 0) or a size of at least 16Mi.
+func (h *HeapSize) UnmarshalText(text []byte) error {
+	s := string(text)
+	switch {
+	case strings.EqualFold(s, "auto"):
+		*h = HeapSize{Auto: true}
+		return nil
+	case strings.EqualFold(s, "off"), s == "0":
+		*h = HeapSize{Off: true}
+		return nil
+	}
+	n, ok := parseSize(s)
+	if !ok || n < minHeapSize {
+		return want(wantHeapSize)
+	}
+	*h = HeapSize{Size: n}
+	return nil
+}
+
+// MarshalText gives the same text as String.
+func (h HeapSize) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+func (h HeapSize) String() string {
+	switch {
+	case h.Auto:
+		return "auto"
+	case h.Off:
+		return "off"
+	}
+	return h.Size.String()
+}
+
+// MemLimit is a per-worker memory limit that may be derived from the task's
+// memory limit, as CLUSTERINIT_MAX_RSS: Auto, or Size (0: off).
+type MemLimit struct {
+	Auto bool `env:"-"`
+	Size Size `env:"-"`
+}
+
+// UnmarshalText accepts "auto" or a size.
+func (m *MemLimit) UnmarshalText(text []byte) error {
+	if strings.EqualFold(string(text), "auto") {
+		*m = MemLimit{Auto: true}
+		return nil
+	}
+	n, ok := parseSize(string(text))
+	if !ok {
+		return want("auto or " + wantSize)
+	}
+	*m = MemLimit{Size: n}
+	return nil
+}
+
+// MarshalText gives the same text as String.
+func (m MemLimit) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+func (m MemLimit) String() string {
+	if m.Auto {
+		return "auto"
+	}
+	return m.Size.String()
+}

@@ -14,7 +14,7 @@ import (
 	"testing"
 )
 
-const fixtures = "../testdata/config"
+const fixtures = "testdata"
 
 // unmarshalCase is one input for a TextUnmarshaler: the value it must
 // produce, or ok false when it must be refused with a "want …" error.
@@ -170,7 +170,7 @@ func TestEnums(t *testing.T) {
 	}
 }
 
-// TestSizeFixture runs the cases in testdata/config/sizes.tsv, which
+// TestSizeFixture runs the cases in testdata/sizes.tsv, which
 // are kept in a file so they can be read and extended without Go.
 func TestSizeFixture(t *testing.T) {
 	f, err := os.Open(filepath.Join(fixtures, "sizes.tsv"))

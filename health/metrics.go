@@ -22,14 +22,12 @@ const (
 	counter = "counter"
 )
 
-// The fixed label values. They are functions because Go has no constant
-// slices and the package keeps no variables; every value is always exposed,
-// at 0 when nothing happened, so that rate() and alerts work from the first
-// scrape.
-func workerStates() []string   { return []string{"starting", "ready", "draining"} }
-func exitReasons() []string    { return []string{"crash", "stopped", "killed"} }
-func recycleReasons() []string { return []string{"rss", "cpu", "age", "hang", "reload", "scale"} }
-func reloadResults() []string  { return []string{"success", "failure"} }
+// The fixed label values (the reasons and results are the supervisor's:
+// supervisor.ExitReasons and the like). They are functions because Go has no
+// constant slices and the package keeps no variables; every value is always
+// exposed, at 0 when nothing happened, so that rate() and alerts work from
+// the first scrape.
+func workerStates() []string { return []string{"starting", "ready", "draining"} }
 
 // writeMetrics renders snap (nil reads as an empty fleet) and the
 // process's own figures.
@@ -44,7 +42,7 @@ func (s *Server) writeMetrics(b *bytes.Buffer, snap *supervisor.Snapshot) {
 		states[w.State]++
 	}
 	t.family("clusterinit_workers", gauge, "Worker processes by state: starting (not ready yet), ready, draining.")
-	t.labelled("clusterinit_workers", "state", states, workerStates())
+	labelled(&t, "clusterinit_workers", "state", states, workerStates())
 
 	t.family("clusterinit_workers_desired", gauge, "Worker slots the supervisor keeps filled.")
 	t.value("clusterinit_workers_desired", float64(snap.Desired))
@@ -53,11 +51,11 @@ func (s *Server) writeMetrics(b *bytes.Buffer, snap *supervisor.Snapshot) {
 	t.count("clusterinit_worker_starts_total", snap.Starts)
 
 	t.family("clusterinit_worker_exits_total", counter,
-		"Worker exits by reason: crash (not asked to stop), stopped (exited after its stop signal), killed (SIGKILLed at DRAIN_TIMEOUT).")
-	t.labelled("clusterinit_worker_exits_total", "reason", snap.Exits, exitReasons())
+		"Worker exits by reason: crash (not asked to stop), oom (killed by the kernel's OOM killer), stopped (exited after its stop signal), killed (SIGKILLed at DRAIN_TIMEOUT).")
+	labelled(&t, "clusterinit_worker_exits_total", "reason", snap.Exits, supervisor.ExitReasons())
 
 	t.family("clusterinit_worker_recycles_total", counter, "Workers replaced on purpose, by reason.")
-	t.labelled("clusterinit_worker_recycles_total", "reason", snap.Recycles, recycleReasons())
+	labelled(&t, "clusterinit_worker_recycles_total", "reason", snap.Recycles, supervisor.RecycleReasons())
 
 	// One series per slot: during a replacement two workers share a slot,
 	// and two samples with the same label set would make the whole scrape
@@ -78,9 +76,48 @@ func (s *Server) writeMetrics(b *bytes.Buffer, snap *supervisor.Snapshot) {
 	for _, w := range current {
 		t.value("clusterinit_worker_event_loop_delay_seconds", w.EventLoopDelaySec, "slot", strconv.Itoa(w.Slot))
 	}
+	// The rest of the Node preload's heartbeat. A worker without the
+	// preload (SHIM=false, not Node) reports none of these.
+	for _, f := range []struct {
+		name, typ, help string
+		value           func(supervisor.WorkerStatus) float64
+	}{
+		{"clusterinit_worker_event_loop_utilization", gauge,
+			"Event-loop utilization (0 to 1) of the slot's current worker between its last two heartbeats: the share of time its event loop was busy.",
+			func(w supervisor.WorkerStatus) float64 { return w.EventLoopUtilization }},
+		{"clusterinit_worker_heap_used_bytes", gauge,
+			"V8 heap in use by the slot's current worker, as last reported.",
+			func(w supervisor.WorkerStatus) float64 { return float64(w.HeapUsedBytes) }},
+		{"clusterinit_worker_heap_limit_bytes", gauge,
+			"V8 heap limit of the slot's current worker (heap_size_limit: old space and young generation).",
+			func(w supervisor.WorkerStatus) float64 { return float64(w.HeapLimitBytes) }},
+		{"clusterinit_worker_requests_total", counter,
+			"HTTP requests received by the slot's current worker, as last reported; restarts from 0 with each new worker.",
+			func(w supervisor.WorkerStatus) float64 { return float64(w.Requests) }},
+		{"clusterinit_worker_gc_seconds_total", counter,
+			"Time the slot's current worker spent in garbage collection; restarts from 0 with each new worker.",
+			func(w supervisor.WorkerStatus) float64 { return w.GCSeconds }},
+	} {
+		t.family(f.name, f.typ, f.help)
+		for _, w := range current {
+			if w.HeapLimitBytes > 0 { // it has answered a heartbeat
+				t.value(f.name, f.value(w), "slot", strconv.Itoa(w.Slot))
+			}
+		}
+	}
+
+	// 0 means no limit was found: the source is in /status and the start line.
+	t.family("clusterinit_cpu_limit", gauge, "The task's CPU limit in vCPUs (ECS task metadata or a cgroup quota); 0: none found.")
+	t.value("clusterinit_cpu_limit", finite(snap.Limits.CPU))
+	t.family("clusterinit_memory_limit_bytes", gauge, "The task's memory limit (ECS task metadata or cgroup); 0: none found.")
+	t.value("clusterinit_memory_limit_bytes", float64(snap.Limits.MemoryBytes))
 
 	t.family("clusterinit_reloads_total", counter, "Rolling reloads by result.")
-	t.labelled("clusterinit_reloads_total", "result", snap.Reloads, reloadResults())
+	labelled(&t, "clusterinit_reloads_total", "result", snap.Reloads, supervisor.ReloadResults())
+
+	t.family("clusterinit_app_metrics_missed_total", counter,
+		"Workers left out of a /metrics/app scrape because they did not answer within 1s.")
+	t.count("clusterinit_app_metrics_missed_total", s.appMetricsMissed.Load())
 
 	t.family("clusterinit_orphans_reaped_total", counter, "Adopted orphan processes reaped.")
 	t.count("clusterinit_orphans_reaped_total", snap.Orphans)
@@ -182,13 +219,13 @@ func (t *textWriter) count(name string, v uint64, labels ...string) {
 // labelled writes one sample per label value: every value of fixed, in that
 // order, then any other key of m in sorted order, so that a reason the
 // supervisor adds later shows up instead of vanishing.
-func (t *textWriter) labelled(name, label string, m map[string]uint64, fixed []string) {
+func labelled[K ~string](t *textWriter, name, label string, m map[K]uint64, fixed []K) {
 	for _, v := range fixed {
-		t.count(name, m[v], label, v)
+		t.count(name, m[v], label, string(v))
 	}
 	for _, v := range slices.Sorted(maps.Keys(m)) {
 		if !slices.Contains(fixed, v) {
-			t.count(name, m[v], label, v)
+			t.count(name, m[v], label, string(v))
 		}
 	}
 }

@@ -118,9 +118,9 @@ func TestMetrics(t *testing.T) {
 	wantValues(t, "clusterinit_worker_starts_total", values(t, fams, "clusterinit_worker_starts_total", counter),
 		map[string]float64{"": 4})
 	wantValues(t, "clusterinit_worker_exits_total", values(t, fams, "clusterinit_worker_exits_total", counter),
-		map[string]float64{"reason=crash": 1, "reason=stopped": 0, "reason=killed": 0})
+		map[string]float64{"reason=crash": 1, "reason=oom": 0, "reason=stopped": 0, "reason=killed": 0})
 	wantValues(t, "clusterinit_worker_recycles_total", values(t, fams, "clusterinit_worker_recycles_total", counter),
-		map[string]float64{"reason=rss": 2, "reason=cpu": 0, "reason=age": 0, "reason=hang": 0, "reason=reload": 1,
+		map[string]float64{"reason=rss": 2, "reason=cpu": 0, "reason=age": 0, "reason=requests": 0, "reason=hang": 0, "reason=reload": 1,
 			"reason=scale": 0, "reason=memory-pressure": 7})
 	// Slot 1 has two workers; its series is the newer one's (pid 205).
 	wantValues(t, "clusterinit_worker_resident_memory_bytes", values(t, fams, "clusterinit_worker_resident_memory_bytes", gauge),
@@ -131,6 +131,8 @@ func TestMetrics(t *testing.T) {
 		map[string]float64{"slot=0": 0.001, "slot=1": 0.004})
 	wantValues(t, "clusterinit_reloads_total", values(t, fams, "clusterinit_reloads_total", counter),
 		map[string]float64{"result=success": 3, "result=failure": 0})
+	wantValues(t, "clusterinit_cpu_limit", values(t, fams, "clusterinit_cpu_limit", gauge), map[string]float64{"": 1.5})
+	wantValues(t, "clusterinit_memory_limit_bytes", values(t, fams, "clusterinit_memory_limit_bytes", gauge), map[string]float64{"": 1 << 30})
 	wantValues(t, "clusterinit_orphans_reaped_total", values(t, fams, "clusterinit_orphans_reaped_total", counter),
 		map[string]float64{"": 5})
 	// The parser undoes the escaping; invalid UTF-8 comes back as U+FFFD.
@@ -171,7 +173,7 @@ func TestMetricsEmptyFleet(t *testing.T) {
 		wantValues(t, "clusterinit_workers", values(t, fams, "clusterinit_workers", dto.MetricType_GAUGE),
 			map[string]float64{"state=starting": 0, "state=ready": 0, "state=draining": 0})
 		wantValues(t, "clusterinit_worker_exits_total", values(t, fams, "clusterinit_worker_exits_total", dto.MetricType_COUNTER),
-			map[string]float64{"reason=crash": 0, "reason=stopped": 0, "reason=killed": 0})
+			map[string]float64{"reason=crash": 0, "reason=oom": 0, "reason=stopped": 0, "reason=killed": 0})
 		wantValues(t, "clusterinit_build_info", values(t, fams, "clusterinit_build_info", dto.MetricType_GAUGE),
 			map[string]float64{"version=": 1})
 		s.Close()

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -44,14 +45,45 @@ func RequestReload(addr config.Addr, stdout, stderr io.Writer) int {
 // ask makes one request to the health server and reports the result; it
 // returns 0 when the status is one of success.
 func ask(addr config.Addr, method, path string, timeout time.Duration, who string, stdout, stderr io.Writer, success ...int) int {
-	if addr.Off {
-		fmt.Fprintln(stderr, "health server is off (CLUSTERINIT_HEALTH_ADDR=off)")
-		return 1
-	}
-	hostPort, err := dialAddr(addr.HostPort)
+	a, err := call(addr, method, path, timeout, maxAnswer)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", who, err)
 		return 1
+	}
+	line := firstLine(a.body)
+	switch a.code {
+	case http.StatusOK, http.StatusAccepted, http.StatusForbidden, http.StatusServiceUnavailable:
+		// Statuses the health server gives with a sentence of its own.
+		if line == "" {
+			line = a.status
+		}
+	default:
+		line = strings.TrimSpace(fmt.Sprintf("unexpected answer from %s: %s %s", a.url, a.status, line))
+	}
+	fmt.Fprintln(stdout, line)
+	for _, c := range success {
+		if a.code == c {
+			return 0
+		}
+	}
+	return 1
+}
+
+// reply is what the health server said.
+type reply struct {
+	url, status string // the request's URL, the response's "200 OK"
+	code        int
+	body        []byte // at most the limit asked for
+}
+
+// call makes one request to the running supervisor's health server.
+func call(addr config.Addr, method, path string, timeout time.Duration, limit int64) (reply, error) {
+	if addr.Off {
+		return reply{}, errors.New("health server is off (CLUSTERINIT_HEALTH_ADDR=off)")
+	}
+	hostPort, err := dialAddr(addr.HostPort)
+	if err != nil {
+		return reply{}, err
 	}
 	url := "http://" + hostPort + path
 	client := &http.Client{
@@ -68,37 +100,18 @@ func ask(addr config.Addr, method, path string, timeout time.Duration, who strin
 	}
 	req, err := http.NewRequest(method, url, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: make request: %v\n", who, err)
-		return 1
+		return reply{}, fmt.Errorf("make request: %w", err)
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", who, err)
-		return 1
+		return reply{}, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: read answer from %s: %v\n", who, url, err)
-		return 1
+		return reply{}, fmt.Errorf("read answer from %s: %w", url, err)
 	}
-	line := firstLine(body)
-	switch resp.StatusCode {
-	case http.StatusOK, http.StatusAccepted, http.StatusForbidden, http.StatusServiceUnavailable:
-		// Statuses the health server gives with a sentence of its own.
-		if line == "" {
-			line = resp.Status
-		}
-	default:
-		line = strings.TrimSpace(fmt.Sprintf("unexpected answer from %s: %s %s", url, resp.Status, line))
-	}
-	fmt.Fprintln(stdout, line)
-	for _, code := range success {
-		if resp.StatusCode == code {
-			return 0
-		}
-	}
-	return 1
+	return reply{url: url, status: resp.Status, code: resp.StatusCode, body: body}, nil
 }
 
 // dialAddr turns the health server's listen address into one to connect
@@ -123,7 +136,7 @@ func dialAddr(hostPort string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// firstLine is the first line of an answer, without control characters, so
+// firstLine is the first line of an reply, without control characters, so
 // that whatever listens on the port cannot garble the terminal or the
 // health-check log.
 func firstLine(body []byte) string {

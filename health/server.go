@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/procfs"
@@ -29,6 +30,8 @@ type Fleet interface {
 	Snapshot() *supervisor.Snapshot
 	// Reload asks for a rolling reload, as SIGHUP does.
 	Reload() error
+	// AppMetrics asks every ready worker for its app's prom-client metrics.
+	AppMetrics() (*supervisor.Scrape, error)
 }
 
 // Options configure Serve.
@@ -43,8 +46,9 @@ type Options struct {
 	Config any
 
 	// Test hooks; zero means the production value.
-	reloadWait time.Duration
-	maxConns   int
+	reloadWait     time.Duration
+	appMetricsWait time.Duration
+	maxConns       int
 }
 
 const (
@@ -81,6 +85,11 @@ type Server struct {
 	// that requests against a stuck loop cannot pile up goroutines.
 	reloading chan struct{}
 
+	// appMetricsWait is how long /metrics/app waits for the workers;
+	// appMetricsMissed counts the answers it went without.
+	appMetricsWait   time.Duration
+	appMetricsMissed atomic.Uint64
+
 	http   *http.Server
 	ln     net.Listener
 	served chan struct{} // closed when http.Serve has returned
@@ -102,15 +111,16 @@ func Serve(o Options) (*Server, error) {
 		return nil, fmt.Errorf("encode config for /status: %w", err)
 	}
 	s := &Server{
-		fleet:      o.Fleet,
-		version:    o.Version,
-		minReady:   o.MinReady,
-		log:        log,
-		config:     cfg,
-		self:       newSelfStats(log),
-		reloadWait: orDefault(o.reloadWait, reloadWait),
-		reloading:  make(chan struct{}, 1),
-		served:     make(chan struct{}),
+		fleet:          o.Fleet,
+		version:        o.Version,
+		minReady:       o.MinReady,
+		log:            log,
+		config:         cfg,
+		self:           newSelfStats(log),
+		reloadWait:     orDefault(o.reloadWait, reloadWait),
+		appMetricsWait: orDefault(o.appMetricsWait, appMetricsWait),
+		reloading:      make(chan struct{}, 1),
+		served:         make(chan struct{}),
 	}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -170,6 +180,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.HandleFunc("GET /status", s.status)
 	mux.HandleFunc("GET /metrics", s.metrics)
+	mux.HandleFunc("GET /metrics/app", s.appMetrics)
 	mux.HandleFunc("POST /reload", s.reload)
 	return mux
 }
@@ -220,17 +231,29 @@ type statusDoc struct {
 	Ready      int                       `json:"ready"`
 	MinReady   int                       `json:"min_ready"`
 	Listeners  []string                  `json:"listeners"`
+	Limits     statusLimits              `json:"limits"`
 	Config     json.RawMessage           `json:"config"`
 	Workers    []supervisor.WorkerStatus `json:"workers"`
 	Counters   statusCounters            `json:"counters"`
 }
 
+// statusLimits are the detected limits; 0 and source "none" when none was
+// found.
+type statusLimits struct {
+	CPU          float64 `json:"cpu"`
+	CPUSource    string  `json:"cpu_source"`
+	CPUNote      string  `json:"cpu_note,omitempty"`
+	MemoryBytes  int64   `json:"memory_bytes"`
+	MemorySource string  `json:"memory_source"`
+	Affinity     int     `json:"affinity"`
+}
+
 type statusCounters struct {
-	Starts        uint64            `json:"starts"`
-	Exits         map[string]uint64 `json:"exits"`
-	Recycles      map[string]uint64 `json:"recycles"`
-	Reloads       map[string]uint64 `json:"reloads"`
-	OrphansReaped uint64            `json:"orphans_reaped"`
+	Starts        uint64                              `json:"starts"`
+	Exits         map[supervisor.ExitReason]uint64    `json:"exits"`
+	Recycles      map[supervisor.RecycleReason]uint64 `json:"recycles"`
+	Reloads       map[supervisor.ReloadResult]uint64  `json:"reloads"`
+	OrphansReaped uint64                              `json:"orphans_reaped"`
 }
 
 func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
@@ -250,13 +273,17 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 		// Empty lists encode as [] rather than null, so clients can
 		// iterate without a null check.
 		Listeners: append([]string{}, snap.Listeners...),
-		Config:    s.config,
-		Workers:   sortedWorkers(snap.Workers),
+		Limits: statusLimits{
+			CPU: finite(snap.Limits.CPU), CPUSource: snap.Limits.CPUSource, CPUNote: snap.Limits.CPUNote(),
+			MemoryBytes: snap.Limits.MemoryBytes, MemorySource: snap.Limits.MemorySource, Affinity: snap.Limits.Affinity,
+		},
+		Config:  s.config,
+		Workers: sortedWorkers(snap.Workers),
 		Counters: statusCounters{
 			Starts:        snap.Starts,
-			Exits:         withZeros(snap.Exits, exitReasons()),
-			Recycles:      withZeros(snap.Recycles, recycleReasons()),
-			Reloads:       withZeros(snap.Reloads, reloadResults()),
+			Exits:         withZeros(snap.Exits, supervisor.ExitReasons()),
+			Recycles:      withZeros(snap.Recycles, supervisor.RecycleReasons()),
+			Reloads:       withZeros(snap.Reloads, supervisor.ReloadResults()),
 			OrphansReaped: snap.Orphans,
 		},
 	}
@@ -305,8 +332,8 @@ func finite(v float64) float64 {
 // withZeros returns a new map with every key of m plus each of keys that m
 // lacks, at zero: a reason that never happened still shows, and the
 // snapshot's own map is left alone.
-func withZeros(m map[string]uint64, keys []string) map[string]uint64 {
-	out := make(map[string]uint64, len(m)+len(keys))
+func withZeros[K ~string](m map[K]uint64, keys []K) map[K]uint64 {
+	out := make(map[K]uint64, len(m)+len(keys))
 	for _, k := range keys {
 		out[k] = 0
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clusterinit/clusterinit/limits"
 	"github.com/clusterinit/clusterinit/supervisor"
 )
 
@@ -26,9 +27,18 @@ type fakeFleet struct {
 	// block, when set, makes Reload wait until it is closed, like a loop
 	// that does not answer.
 	block chan struct{}
+	// scrape, when set, is what AppMetrics returns.
+	scrape *supervisor.Scrape
 }
 
 func (f *fakeFleet) Snapshot() *supervisor.Snapshot { return f.snap.Load() }
+
+func (f *fakeFleet) AppMetrics() (*supervisor.Scrape, error) {
+	if f.scrape == nil {
+		return nil, errors.New("no scrape")
+	}
+	return f.scrape, nil
+}
 
 func (f *fakeFleet) Reload() error {
 	f.reloads.Add(1)
@@ -60,10 +70,12 @@ func twoReady() *supervisor.Snapshot {
 			{Slot: 1, Pid: 205, State: "starting", StartedAt: t0.Add(30 * time.Second), RSSBytes: 40 << 20, CPUSeconds: 0.75, EventLoopDelaySec: 0.004},
 		},
 		Starts:   4,
-		Exits:    map[string]uint64{"crash": 1},
-		Recycles: map[string]uint64{"rss": 2, "reload": 1},
-		Reloads:  map[string]uint64{"success": 3},
+		Exits:    map[supervisor.ExitReason]uint64{supervisor.ExitCrash: 1},
+		Recycles: map[supervisor.RecycleReason]uint64{supervisor.RecycleRSS: 2, supervisor.RecycleReload: 1},
+		Reloads:  map[supervisor.ReloadResult]uint64{supervisor.ReloadSuccess: 3},
 		Orphans:  5,
+		Limits: limits.Limits{CPU: 1.5, CPUSource: "ecs-metadata", MemoryBytes: 1 << 30,
+			MemorySource: "cgroup v1 /sys/fs/cgroup/memory/memory.stat hierarchical_memory_limit", Affinity: 2},
 	}
 }
 
@@ -174,6 +186,7 @@ func TestStatus(t *testing.T) {
 		Ready     int                       `json:"ready"`
 		MinReady  int                       `json:"min_ready"`
 		Listeners []string                  `json:"listeners"`
+		Limits    map[string]any            `json:"limits"`
 		Config    cfg                       `json:"config"`
 		Workers   []supervisor.WorkerStatus `json:"workers"`
 		Counters  struct {
@@ -195,6 +208,10 @@ func TestStatus(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(a.body), &doc); err != nil {
 		t.Fatalf("decode /status: %v", err)
+	}
+	if l := doc.Limits; l["cpu"] != 1.5 || l["cpu_source"] != "ecs-metadata" || l["memory_bytes"] != float64(1<<30) ||
+		l["memory_source"] != snap.Limits.MemorySource || l["affinity"] != 2.0 || l["cpu_note"] != nil {
+		t.Errorf("/status limits = %v, want those of %+v", l, snap.Limits)
 	}
 	if doc.Version != "1.2.3" || doc.Stopping || doc.Desired != 2 || doc.Ready != 2 || doc.MinReady != 1 {
 		t.Errorf("/status head = %+v", doc)
@@ -220,8 +237,8 @@ func TestStatus(t *testing.T) {
 	if c.Starts != 4 || c.OrphansReaped != 5 {
 		t.Errorf("counters = %+v", c)
 	}
-	wantExits := map[string]uint64{"crash": 1, "stopped": 0, "killed": 0}
-	wantRecycles := map[string]uint64{"rss": 2, "cpu": 0, "age": 0, "hang": 0, "reload": 1, "scale": 0}
+	wantExits := map[string]uint64{"crash": 1, "oom": 0, "stopped": 0, "killed": 0}
+	wantRecycles := map[string]uint64{"rss": 2, "cpu": 0, "age": 0, "requests": 0, "hang": 0, "reload": 1, "scale": 0}
 	wantReloads := map[string]uint64{"success": 3, "failure": 0}
 	if !maps.Equal(c.Exits, wantExits) || !maps.Equal(c.Recycles, wantRecycles) || !maps.Equal(c.Reloads, wantReloads) {
 		t.Errorf("counters = %+v", c)
@@ -240,7 +257,8 @@ func TestStatusEmptyFleet(t *testing.T) {
 	if a.code != 200 {
 		t.Fatalf("GET /status = %d", a.code)
 	}
-	for _, want := range []string{`"listeners": []`, `"workers": []`, `"config": null`} {
+	// No limit found: zeros, and the note saying what to set.
+	for _, want := range []string{`"listeners": []`, `"workers": []`, `"config": null`, `"cpu": 0`, `"memory_bytes": 0`, `"cpu_note": "no CPU limit visible`} {
 		if !strings.Contains(a.body, want) {
 			t.Errorf("/status of an empty fleet lacks %s:\n%s", want, a.body)
 		}

@@ -359,9 +359,16 @@ func parseCPUMax(s string) (cpus float64, limited bool, err error) {
 	return float64(quota) / float64(period), true, nil
 }
 
-// memoryLimit walks like cpuLimit and returns the smallest memory limit and
-// the directory that sets it (0, "" if none).
-func (d Detector) memoryLimit(h hierarchy) (bytes int64, dir string, warn error) {
+// memoryLimit walks like cpuLimit and returns the smallest memory limit, the
+// directory whose usage goes with it (0, "" if none) and how to name where
+// it came from.
+//
+// On v1 the leaf's memory.stat also has hierarchical_memory_limit, the
+// smallest limit on the whole path up to the hierarchy's root. Inside a
+// container the mount ends at the container's own cgroup, so this is the only
+// way to see a limit set on a parent (ECS's task, docker --cgroup-parent).
+// Its usage is then read from the leaf, the nearest level that can be seen.
+func (d Detector) memoryLimit(h hierarchy) (bytes int64, dir, source string, warn error) {
 	var warns []error
 	for _, lv := range h.levels() {
 		b, ok, err := d.memoryAt(h.version, lv)
@@ -373,7 +380,21 @@ func (d Detector) memoryLimit(h hierarchy) (bytes int64, dir string, warn error)
 			bytes, dir = b, lv
 		}
 	}
-	return bytes, dir, errors.Join(warns...)
+	if dir != "" {
+		source = h.source(dir)
+	}
+	if h.version == 1 {
+		statFile := path.Join(h.dir, "memory.stat")
+		b, ok, err := d.statInt(statFile, "hierarchical_memory_limit")
+		if err != nil {
+			warns = append(warns, err)
+		}
+		if ok && b > 0 && b < unlimitedBytes && (bytes == 0 || b < bytes) {
+			bytes, dir = b, h.dir
+			source = fmt.Sprintf("cgroup v1 %s hierarchical_memory_limit", statFile)
+		}
+	}
+	return bytes, dir, source, errors.Join(warns...)
 }
 
 func (d Detector) memoryAt(version int, dir string) (int64, bool, error) {
@@ -416,7 +437,7 @@ func (d Detector) MemoryUsage() (int64, error) {
 	}
 	// Problems with the limit files were already reported by Detect; here
 	// they only mean the usage is taken from the process's own cgroup.
-	_, dir, _ := d.memoryLimit(h)
+	_, dir, _, _ := d.memoryLimit(h)
 	if dir == "" {
 		dir = h.dir
 	}
@@ -439,22 +460,66 @@ func (d Detector) MemoryUsage() (int64, error) {
 }
 
 // statValue returns key's value from a "key value" per line file such as
-// memory.stat, or 0 when it is missing.
+// memory.stat, or 0 when it is missing or unreadable.
 func (d Detector) statValue(p, key string) int64 {
-	s, ok, err := d.readValue(p)
-	if !ok || err != nil {
-		return 0
+	n, _, _ := d.statInt(p, key)
+	return n
+}
+
+// statInt returns key's value from a "key value" per line file (memory.stat,
+// memory.events, memory.oom_control). ok is false when the file or the key
+// is missing; a value that is not a number is an error naming the file.
+func (d Detector) statInt(p, key string) (n int64, ok bool, err error) {
+	s, found, err := d.readValue(p)
+	if !found || err != nil {
+		return 0, false, err
 	}
+	v, found := statField(s, key)
+	if !found {
+		return 0, false, nil
+	}
+	n, err = strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("parse %s %s: %w", d.abs(p), key, err)
+	}
+	return n, true, nil
+}
+
+// statField finds key in "key value" lines and returns its value's text.
+func statField(s, key string) (string, bool) {
 	for line := range strings.Lines(s) {
 		k, v, ok := strings.Cut(strings.TrimSpace(line), " ")
-		if !ok || k != key {
-			continue
+		if ok && k == key {
+			return strings.TrimSpace(v), true
 		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			return 0
-		}
-		return n
 	}
-	return 0
+	return "", false
+}
+
+// OOMKills returns how many processes the kernel's OOM killer has killed in
+// this process's memory cgroup (v1 memory.oom_control, v2 memory.events,
+// "oom_kill"; Linux 4.13 and later). Workers share clusterinit's cgroup, so
+// a rise between two readings around a worker's SIGKILL names the OOM killer
+// as its sender.
+func (d Detector) OOMKills() (int64, error) {
+	lines, mounts, err := d.readProcCgroups()
+	if err != nil {
+		return 0, fmt.Errorf("read OOM kill count: %w", err)
+	}
+	h, ok := locate(lines, mounts, "memory")
+	if !ok {
+		return 0, errors.New("read OOM kill count: no mounted cgroup hierarchy holds the memory controller")
+	}
+	file := path.Join(h.dir, "memory.oom_control")
+	if h.version == 2 {
+		file = path.Join(h.dir, "memory.events")
+	}
+	n, ok, err := d.statInt(file, "oom_kill")
+	if err != nil {
+		return 0, fmt.Errorf("read OOM kill count: %w", err)
+	}
+	if !ok {
+		return 0, fmt.Errorf("read OOM kill count: %s has no oom_kill counter (Linux 4.13 or later has one)", d.abs(file))
+	}
+	return n, nil
 }

@@ -16,9 +16,14 @@
 //  2. cgroups, v1 and v2. The process's cgroup is found from
 //     /proc/self/cgroup and /proc/self/mountinfo, and every level from it up
 //     to the top of the mount is read. The smallest limit on that path wins:
-//     ECS (and systemd slices) put the limit on a parent cgroup while the
-//     container's own cgroup says "unlimited", so reading only the leaf, as
-//     Go's GOMAXPROCS and automaxprocs do, misses it. On hybrid hosts a
+//     systemd slices and ECS put the limit on a parent cgroup while the
+//     process's own cgroup says "unlimited", so reading only the leaf, as
+//     Go's GOMAXPROCS and automaxprocs do, misses it where the parent can be
+//     seen. Inside a container it usually cannot: the runtime mounts the
+//     hierarchy at the container's own cgroup. For memory, cgroup v1's
+//     memory.stat has hierarchical_memory_limit, the smallest limit on the
+//     whole path, which is read too; nothing like it exists for the CPU
+//     quota, so Limits.CPUNote says what to set instead. On hybrid hosts a
 //     controller that a v1 hierarchy has is read there, since the unified
 //     hierarchy cannot enforce it.
 //

@@ -46,6 +46,20 @@ func (l Limits) Workers() int {
 	return max(int(math.Ceil(l.CPU)), 1)
 }
 
+// CPUNote says why WORKERS=auto found no CPU limit and what to do about it,
+// or "" when it found one. From inside a container only the container's own
+// cgroup can be seen, and ECS (like docker --cgroup-parent) puts the task's
+// quota on a parent; unlike memory, cgroup v1 has no file that shows a
+// parent's CPU quota.
+func (l Limits) CPUNote() string {
+	if l.CPU > 0 {
+		return ""
+	}
+	return fmt.Sprintf("no CPU limit visible (a quota on a parent cgroup, as ECS sets the task's, cannot be seen from inside a container): "+
+		"WORKERS=auto starts one worker per CPU this process may run on (%d); on ECS the task metadata endpoint (%s, which the ECS agent sets) gives the task's limit, elsewhere set CLUSTERINIT_WORKERS",
+		max(l.Affinity, 1), ecsMetadataEnv)
+}
+
 // Detector finds Limits. The zero value inspects the real system.
 type Detector struct {
 	// Root is the filesystem root under which /proc/self/cgroup,
@@ -109,12 +123,12 @@ func (d Detector) Detect(ctx context.Context) (Limits, error) {
 	}
 	if l.MemoryBytes == 0 {
 		if h, ok := locate(lines, mounts, "memory"); ok {
-			mem, dir, err := d.memoryLimit(h)
+			mem, _, source, err := d.memoryLimit(h)
 			if err != nil {
 				warns = append(warns, err)
 			}
 			if mem > 0 {
-				l.MemoryBytes, l.MemorySource = mem, h.source(dir)
+				l.MemoryBytes, l.MemorySource = mem, source
 			}
 		} else {
 			warns = append(warns, errors.New("detect cgroup memory limit: no mounted cgroup hierarchy holds the memory controller"))

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-func fixture(name string) string { return filepath.Join("..", "testdata", "cgroup", name) }
+func fixture(name string) string { return filepath.Join("testdata", "cgroup", name) }
 
 // noEnv keeps the real environment's ECS variable out of fixture tests.
 func noEnv(string) string { return "" }
@@ -83,6 +83,26 @@ func TestDetectFixtures(t *testing.T) {
 		},
 		{
 			fixture:   "v2-unlimited",
+			cpuSource: "none",
+			workers:   8,
+			memSource: "none",
+		},
+		{
+			// Inside a container started with --cgroup-parent=/ecs/task1
+			// (as ECS does): the mount ends at the container's own cgroup,
+			// whose limit file says "unlimited"; memory.stat's
+			// hierarchical_memory_limit still shows the task's 1 GiB. No
+			// file shows the parent's CPU quota.
+			fixture:   "v1-container-parent-limit",
+			cpuSource: "none",
+			workers:   8,
+			mem:       1 << 30,
+			memSource: "cgroup v1 /sys/fs/cgroup/memory/memory.stat hierarchical_memory_limit",
+		},
+		{
+			// cgroup v2 with a cgroup namespace: the container's cgroup is
+			// "/", and nothing shows a parent's limits.
+			fixture:   "v2-container-namespace",
 			cpuSource: "none",
 			workers:   8,
 			memSource: "none",
@@ -181,6 +201,9 @@ func TestMemoryUsageFixtures(t *testing.T) {
 		{"v1-ecs-parent", 200<<20 - 10<<20, false},
 		// 100 MiB memory.current minus 4 MiB inactive_file at /a.
 		{"v2-nested", 100<<20 - 4<<20, false},
+		// The container's own usage, the nearest to the parent's limit that
+		// can be seen: 150 MiB minus 5 MiB total_inactive_file.
+		{"v1-container-parent-limit", 150<<20 - 5<<20, false},
 		{"v2-unlimited", 0, true}, // no memory.current anywhere
 		{"missing-proc", 0, true},
 		{"garbage-proc", 0, true},
@@ -338,6 +361,38 @@ func TestDetectECSUnusable(t *testing.T) {
 		}
 		if l.CPU != 2.5 || l.MemoryBytes != 512<<20 {
 			t.Errorf("%s: got %+v, want the v2-nested cgroup limits", tt.name, l)
+		}
+	}
+}
+
+func TestOOMKillsFixtures(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		fixture string
+		want    int64
+		wantErr string
+	}{
+		{"v1-container-parent-limit", 2, ""},            // memory.oom_control
+		{"v2-container-namespace", 1, ""},               // memory.events
+		{"v1-ecs-parent", 0, "has no oom_kill counter"}, // no file: an old kernel
+		{"missing-proc", 0, "proc/self/cgroup"},
+	} {
+		got, err := Detector{Root: fixture(tt.fixture)}.OOMKills()
+		if got != tt.want || (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+			t.Errorf("%s: OOMKills() = %d, %v; want %d, error containing %q", tt.fixture, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestCPUNote(t *testing.T) {
+	t.Parallel()
+	if n := (Limits{CPU: 1.5, Affinity: 4}).CPUNote(); n != "" {
+		t.Errorf("CPUNote with a limit = %q, want empty", n)
+	}
+	n := Limits{Affinity: 4}.CPUNote()
+	for _, want := range []string{"no CPU limit visible", "(4)", "ECS_CONTAINER_METADATA_URI_V4", "CLUSTERINIT_WORKERS"} {
+		if !strings.Contains(n, want) {
+			t.Errorf("CPUNote = %q, want it to contain %q", n, want)
 		}
 	}
 }

@@ -40,6 +40,8 @@ type workerSpec struct {
 	opts Options
 	// nodeOptions is the user's own NODE_OPTIONS, kept ahead of the preload.
 	nodeOptions string
+	// heapMiB, when set, is added as the supervisor adds HEAP_SIZE.
+	heapMiB int64
 }
 
 // worker is a running node process with the preload, seen from the
@@ -53,8 +55,8 @@ type worker struct {
 	mu     sync.Mutex
 	stdout bytes.Buffer
 	stderr bytes.Buffer
-	// msgs are the values read from the IPC channel, in order.
-	msgs    []any
+	// msgs are the lines read from the IPC channel, in order.
+	msgs    []ipcLine
 	ipcErr  error
 	ipcDone bool
 	exited  bool
@@ -87,23 +89,11 @@ func (b lockedBuffer) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// withoutEnv drops the variables named in keys from env.
-func withoutEnv(env []string, keys ...string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		drop := false
-		for _, key := range keys {
-			if k == key {
-				drop = true
-				break
-			}
-		}
-		if !drop {
-			out = append(out, kv)
-		}
-	}
-	return out
+// ipcLine is one line the worker wrote on its IPC channel: the JSON value
+// and what it means to the supervisor.
+type ipcLine struct {
+	value any
+	Message
 }
 
 // startWorker starts node as the supervisor would: the handed sockets as fds
@@ -151,23 +141,14 @@ func startWorker(t *testing.T, spec workerSpec) *worker {
 	if err != nil {
 		t.Fatalf("ipc socket: %v", err)
 	}
-	ipcFd := 3 + len(spec.handed)
-
-	env := withoutEnv(os.Environ(),
-		"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
-		"NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE", "NODE_UNIQUE_ID",
-		"NODE_OPTIONS", "CLUSTERINIT_WORKER", "PORT", "PORTS", "HOSTNAME", "KEEP_ALIVE_TIMEOUT")
-	env = append(env,
-		"CLUSTERINIT_WORKER=0",
-		"NODE_CHANNEL_FD="+strconv.Itoa(ipcFd),
-		"NODE_CHANNEL_SERIALIZATION_MODE=json",
-		"NODE_OPTIONS="+NodeOptions(spec.nodeOptions, spec.opts),
-	)
-	if len(spec.handed) > 0 {
-		env = append(env,
-			"LISTEN_FDS="+strconv.Itoa(len(spec.handed)),
-			"LISTEN_FDNAMES="+strings.Join(names, ":"))
+	// The test's own environment may carry what the apps read.
+	nodeOptions := NodeOptions(spec.nodeOptions, spec.opts)
+	if spec.heapMiB > 0 {
+		nodeOptions = WithHeapSize(nodeOptions, spec.heapMiB)
 	}
+	env := BaseEnv(os.Environ(), nodeOptions,
+		"CLUSTERINIT_WORKER", "NODE_APP_INSTANCE", "PORT", "PORTS", "HOSTNAME", "KEEP_ALIVE_TIMEOUT")
+	env = append(env, WorkerEnv(0, names)...)
 	// The shell execs node, so its pid is node's: LISTEN_PID=$$ names node.
 	script := `LISTEN_PID=$$; export LISTEN_PID; exec "$@"`
 	if spec.listenPID != "" {
@@ -223,13 +204,18 @@ func startWorker(t *testing.T, spec workerSpec) *worker {
 	return w
 }
 
-// readIPC decodes the JSON values the worker sends, one per line, into
-// w.msgs until the channel closes.
+// readIPC reads the lines the worker sends into w.msgs, each decoded and
+// parsed as the supervisor parses it, until the channel closes.
 func (w *worker) readIPC() {
-	dec := json.NewDecoder(w.ipc)
+	r := bufio.NewReader(w.ipc)
 	for {
-		var v any
-		err := dec.Decode(&v)
+		line, err := r.ReadBytes('\n')
+		var l ipcLine
+		if err == nil {
+			if err = json.Unmarshal(line, &l.value); err == nil {
+				l.Message, err = Parse(line)
+			}
+		}
 		w.mu.Lock()
 		if err != nil {
 			if err != io.EOF {
@@ -240,7 +226,7 @@ func (w *worker) readIPC() {
 			w.mu.Unlock()
 			return
 		}
-		w.msgs = append(w.msgs, v)
+		w.msgs = append(w.msgs, l)
 		w.notify()
 		w.mu.Unlock()
 	}
@@ -284,11 +270,11 @@ func (w *worker) exitDesc() string {
 	return w.state.String()
 }
 
-// waitMsg waits for a message from the worker matching match and returns
-// its index in w.msgs and the message.
-func (w *worker) waitMsg(desc string, match func(any) bool) (int, any) {
+// waitLine waits for a line from the worker matching match and returns
+// its index in w.msgs and the line.
+func (w *worker) waitLine(desc string, match func(ipcLine) bool) (int, ipcLine) {
 	w.t.Helper()
-	idx, msg := -1, any(nil)
+	idx, msg := -1, ipcLine{}
 	w.waitUntil(desc, func() bool {
 		for i, m := range w.msgs {
 			if match(m) {
@@ -301,33 +287,29 @@ func (w *worker) waitMsg(desc string, match func(any) bool) (int, any) {
 	return idx, msg
 }
 
-// preloadEvent returns m as an object if it is a preload message for event.
-func preloadEvent(m any, event string) (map[string]any, bool) {
-	obj, ok := m.(map[string]any)
-	if !ok || obj["cmd"] != CmdWorker || obj["event"] != event {
-		return nil, false
-	}
-	return obj, true
+// waitMsg waits for a JSON value from the worker matching match and returns
+// its index in w.msgs and the value.
+func (w *worker) waitMsg(desc string, match func(any) bool) (int, any) {
+	w.t.Helper()
+	i, l := w.waitLine(desc, func(l ipcLine) bool { return match(l.value) })
+	return i, l.value
 }
 
-// waitEvent waits for a preload message for event that also matches match
-// (any, when match is nil).
-func (w *worker) waitEvent(event string, match func(map[string]any) bool) map[string]any {
+// waitEvent waits for a message of kind, as the supervisor parses it, that
+// also matches match (any, when match is nil).
+func (w *worker) waitEvent(kind Kind, match func(Message) bool) Message {
 	w.t.Helper()
-	_, m := w.waitMsg("the preload's "+strconv.Quote(event)+" message", func(m any) bool {
-		obj, ok := preloadEvent(m, event)
-		return ok && (match == nil || match(obj))
+	_, l := w.waitLine(fmt.Sprintf("a message of kind %d", kind), func(l ipcLine) bool {
+		return l.Kind == kind && (match == nil || match(l.Message))
 	})
-	return m.(map[string]any)
+	return l.Message
 }
 
 // listeningPort waits for the preload's first listening report and returns
 // its port (0 when it carries none).
 func (w *worker) listeningPort() int {
 	w.t.Helper()
-	m := w.waitEvent(EventListening, nil)
-	port, _ := m["port"].(float64)
-	return int(port)
+	return w.waitEvent(KindListening, nil).Port
 }
 
 // waitStdoutCount waits until substr appears at least n times on stdout.

@@ -1,6 +1,7 @@
 // Package preload builds the NODE_OPTIONS that load clusterinit's Node preload
-// (preload.js) into every worker, and names the IPC messages it exchanges
-// with the supervisor.
+// (preload.js) into every worker, and defines, once, the worker protocol the
+// supervisor speaks with it: the IPC lines each side writes, their parser,
+// and the environment and fds a worker is started with (protocol.go).
 //
 // The preload travels inside NODE_OPTIONS as a base64 data: URL given to
 // --import, so it needs no file on disk (read-only and distroless images
@@ -13,6 +14,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"strings"
 )
 
@@ -25,56 +27,15 @@ type Options struct {
 	// drain, e.g. "SIGTERM" ("TERM" and lower case are accepted too).
 	// Empty means SIGTERM.
 	StopSignal string
-}
-
-// IPC protocol between the supervisor and the preload, over the worker's
-// Node IPC channel (json serialization: one JSON value per line). Commands
-// start with "NODE_" so that Node hands them to the preload as
-// 'internalMessage' events, never to the app's 'message' handlers.
-const (
-	// CmdWorker is the cmd of every message the preload sends:
-	// {"cmd":"NODE_CLUSTERINIT","event":"listening","port":3000} once a server
-	// listens on a handed socket (with no handed sockets: on the first
-	// 'listening' of any server), and
-	// {"cmd":"NODE_CLUSTERINIT","event":"pong","seq":N,"eld":0.0123} in reply
-	// to a ping.
-	CmdWorker = "NODE_CLUSTERINIT"
-	// CmdPing asks for a pong: {"cmd":"NODE_CLUSTERINIT_PING","seq":N}. Only a
-	// free event loop can answer.
-	CmdPing = "NODE_CLUSTERINIT_PING"
-	// CmdDrain starts the same drain as the stop signal:
-	// {"cmd":"NODE_CLUSTERINIT_DRAIN"}.
-	CmdDrain = "NODE_CLUSTERINIT_DRAIN"
-
-	EventListening = "listening"
-	EventPong      = "pong"
-)
-
-// Message is a message from the preload (Cmd == CmdWorker).
-type Message struct {
-	Cmd   string `json:"cmd"`
-	Event string `json:"event"`
-	// Port is the port of the handed socket that started listening (0 for a
-	// unix socket when no sockets were handed).
-	Port int `json:"port"`
-	// Seq echoes the ping's seq.
-	Seq uint64 `json:"seq"`
-	// ELD is the p99 event-loop delay in seconds since the previous pong.
-	ELD float64 `json:"eld"`
-}
-
-// PingLine is the line that asks the worker for a pong carrying seq.
-func PingLine(seq uint64) []byte {
-	b, _ := json.Marshal(struct {
-		Cmd string `json:"cmd"`
-		Seq uint64 `json:"seq"`
-	}{CmdPing, seq})
-	return append(b, '\n')
-}
-
-// DrainLine is the line that asks the worker to drain.
-func DrainLine() []byte {
-	return []byte(`{"cmd":"` + CmdDrain + `"}` + "\n")
+	// StopMessage is STOP_MESSAGE: the worker is also sent "shutdown", so
+	// an app listening for IPC messages stops itself, as with a handler of
+	// its own for the stop signal.
+	StopMessage bool
+	// HeapFlag: the supervisor may add --max-old-space-size=N right before
+	// the --import token (WithHeapSize), and the preload removes it with its
+	// own token from what the worker's children inherit. Set it only when
+	// the user's NODE_OPTIONS has no such flag of its own (UserHeapSize).
+	HeapFlag bool
 }
 
 // NodeOptions returns the worker's NODE_OPTIONS: existing (the user's own,
@@ -100,9 +61,40 @@ func dataURL(o Options) string {
 // module is preload.js preceded by a declaration of its options.
 func module(o Options) string {
 	header, _ := json.Marshal(struct {
-		StopSignal string `json:"stopSignal"`
-	}{normalizeSignal(o.StopSignal)})
+		StopSignal  string `json:"stopSignal"`
+		StopMessage bool   `json:"stopMessage"`
+		HeapFlag    bool   `json:"heapFlag"`
+	}{normalizeSignal(o.StopSignal), o.StopMessage, o.HeapFlag})
 	return "const CLUSTERINIT_OPTIONS = " + string(header) + ";\n" + source
+}
+
+// heapFlag is the V8 option HEAP_SIZE sets. V8 reads '_' and '-' in option
+// names alike.
+const heapFlag = "--max-old-space-size"
+
+// WithHeapSize returns nodeOptions (as NodeOptions built it) with
+// --max-old-space-size=mib inserted right before the preload's --import
+// token, where the preload finds and removes it again (Options.HeapFlag).
+func WithHeapSize(nodeOptions string, mib int64) string {
+	flag := heapFlag + "=" + strconv.FormatInt(mib, 10)
+	i := strings.LastIndex(nodeOptions, "--import data:")
+	if i < 0 {
+		return strings.TrimSpace(nodeOptions + " " + flag)
+	}
+	return nodeOptions[:i] + flag + " " + nodeOptions[i:]
+}
+
+// UserHeapSize reports whether the user set V8's old-space limit already, in
+// NODE_OPTIONS or in the command's arguments (node --max-old-space-size=512
+// app.js, or the value as the next argument): HEAP_SIZE never overrides it.
+func UserHeapSize(nodeOptions string, argv []string) bool {
+	for _, a := range append(strings.Fields(nodeOptions), argv...) {
+		name, _, _ := strings.Cut(a, "=")
+		if strings.ReplaceAll(name, "_", "-") == heapFlag {
+			return true
+		}
+	}
+	return false
 }
 
 // normalizeSignal turns "term", "TERM" or "SIGTERM" into Node's name,

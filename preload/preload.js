@@ -7,12 +7,26 @@
 // stop signal. Whatever happens in here must never break the app: every entry
 // point is wrapped so that a failure leaves the app as it would be without us.
 
-import process from 'node:process';
-import net from 'node:net';
-import http from 'node:http';
-import { isMainThread } from 'node:worker_threads';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { constants as osConstants } from 'node:os';
+import { createRequire } from 'node:module';
+
+// Built-in modules come through process.getBuiltinModule (20.16+, 22.3+), or
+// require on older 20s, and process is the global, not through `import`: an
+// ESM import of a built-in builds its namespace from every export, which runs
+// every lazy getter: node:http's WebSocket loads undici, node:process's
+// stdin/stdout/report load streams, readline and more. That made each
+// worker's boot cost about 60 ms more CPU on Node 22+ (docs/benchmarks.md,
+// "The reload's p99, step by step"), and a reload's new worker boots on CPUs
+// that are already serving.
+const builtin =
+  typeof process.getBuiltinModule === 'function'
+    ? (id) => process.getBuiltinModule(id)
+    : createRequire('/clusterinit-preload.js');
+const net = builtin('node:net');
+const http = builtin('node:http');
+const { isMainThread } = builtin('node:worker_threads');
+const { monitorEventLoopDelay, performance, PerformanceObserver } = builtin('node:perf_hooks');
+const v8 = builtin('node:v8');
+const { constants: osConstants } = builtin('node:os');
 
 /* global CLUSTERINIT_OPTIONS */
 const options =
@@ -24,20 +38,41 @@ const options =
 const CMD_OUT = 'NODE_CLUSTERINIT';
 const CMD_PING = 'NODE_CLUSTERINIT_PING';
 const CMD_DRAIN = 'NODE_CLUSTERINIT_DRAIN';
+const CMD_METRICS = 'NODE_CLUSTERINIT_METRICS';
 
-// During a drain, a connection whose response was already under way when the
-// drain began told its client "keep-alive"; it gets this long (plus Node's own
-// one-second margin) to send one more request, which is then answered with
-// Connection: close, before the server closes it, instead of the app's
-// possibly long keepAliveTimeout.
+// During a drain, the keep-alive timeout Node arms after a response is cut to
+// this, and its extra margin (server.keepAliveTimeoutBuffer, configurable
+// since 22.20/24.6, a fixed second before) to at most DRAIN_KEEPALIVE_BUFFER_MS:
+// a connection whose keep-alive response was already under way when the drain
+// began then ends soon, not after the app's possibly long keepAliveTimeout.
 const DRAIN_KEEPALIVE_MS = 500;
+const DRAIN_KEEPALIVE_BUFFER_MS = 1000;
 
-// Idle keep-alive connections are not closed the moment the drain begins: a
-// busy client (a load balancer) may be writing its next request on one right
-// then, and closing it would lose that request. Within this grace every busy
-// connection carries one more request, is answered with Connection: close
-// and closed by the server; what is still idle after it is closed.
+// No idle keep-alive connection of a drained server is closed before it has
+// been idle this long since its last response or since the drain began,
+// whoever asks (the drain, the app's server.close(), closeIdleConnections(),
+// closeAllConnections(), a socket.destroy() when a response finishes): a busy
+// client (a load balancer) may be writing its next request on it right then,
+// and closing it would lose that request. Within the grace such a request is
+// answered with Connection: close; what is still idle after it is closed.
 const DRAIN_IDLE_GRACE_MS = 1000;
+
+// How often, during a drain, idle connections past the grace are closed.
+const DRAIN_SWEEP_MS = 250;
+
+// A handover's turns end this long (at most a quarter of the window) before
+// the window does, when the stop signal comes: the last connection's next
+// response, which says Connection: close, then goes out before the app's
+// own handler runs, which may answer 503 to it (Fastify's
+// return503OnClosing) or end its socket (hapi's cleanStop).
+const HANDOVER_TAIL_MS = 500;
+
+// A drain started by the supervisor's IPC line, in an app with its own
+// handler for the stop signal, keeps the event loop alive until that signal
+// (sent right after the line) has reached the app's handler, at most this
+// long: otherwise a worker with nothing left open would exit before the
+// app's shutdown code ever ran.
+const SIGNAL_WAIT_MS = 5000;
 
 // The histogram records whole timer intervals; the delay is what exceeds one.
 const ELD_RESOLUTION_MS = 10;
@@ -46,6 +81,14 @@ const kWatched = Symbol('clusterinit.watched');
 const kHandedPort = Symbol('clusterinit.handedPort');
 const kClosedByPreload = Symbol('clusterinit.closedByPreload');
 const kCloseEmitted = Symbol('clusterinit.closeEmitted');
+const kDrained = Symbol('clusterinit.drained'); // a server the drain stopped
+const kConns = Symbol('clusterinit.connections'); // an http server's open sockets
+const kServer = Symbol('clusterinit.server'); // a socket's http server
+const kIdleSince = Symbol('clusterinit.idleSince'); // a socket's last response end
+const kBytesAtIdle = Symbol('clusterinit.bytesAtIdle'); // its bytesRead then
+const kInRequest = Symbol('clusterinit.inRequest'); // a request not yet finished
+const kSocket = Symbol('clusterinit.socket'); // a response's socket
+const kRank = Symbol('clusterinit.rank'); // a connection's turn in a handover, 1…n
 
 function noop() {}
 
@@ -57,11 +100,24 @@ const state = {
   reportedAny: false, // with no handed sockets, only the first 'listening' is reported
   servers: new Set(), // every server the preload saw listening and not yet closed
   draining: false,
+  drainStartedAt: 0, // Date.now() when the drain began
+  handover: null, // {start, end, n}: the drain's handover window, over n connections
   exitWhenClosed: false,
   exiting: false,
-  appListeners: null, // () => how many stop-signal listeners the app has
+  appSignal: null, // () => whether the app has a listener of its own for the stop signal
+  appHandles: null, // () => whether the app stops itself (that listener, or STOP_MESSAGE's)
+  closingAll: false, // inside closeAllConnections() of a drained server
+  drainAll: false, // no server used a handed socket: the drain stops every server
+  signalSeen: false, // the stop signal has reached JavaScript
+  signalWait: null, // the timer holding the event loop open until then
+  sweep: null, // the drain's interval closing connections idle past the grace
   eld: null, // the event-loop delay histogram
+  elu: null, // performance.eventLoopUtilization() at the previous pong
+  gcMs: 0, // time spent in GC since start, from 'gc' performance entries
+  requests: 0, // HTTP requests received by the worker's servers
+  promRegistries: null, // the app's prom-client default registries, once found
   netClose: null, // net.Server.prototype.close before the preload patched it
+  closeIdle: null, // http.Server.prototype.closeIdleConnections, unpatched
 };
 
 // Worker threads share the process with the main thread, which does all of
@@ -70,7 +126,7 @@ if (isMainThread) install();
 
 // Each step stands alone: one that fails leaves the others working.
 function install() {
-  for (const step of [cleanEnv, patchListen, patchClose, patchWriteHead, installStopSignal, installIPC]) {
+  for (const step of [cleanEnv, patchListen, patchClose, patchWriteHead, installStopSignal, installIPC, installRuntime]) {
     try {
       step();
     } catch {
@@ -98,6 +154,9 @@ function cleanEnv() {
       const i = current.lastIndexOf(' ' + token);
       if (i >= 0) rest = current.slice(0, i) + current.slice(i + 1 + token.length);
     }
+    // clusterinit's --max-old-space-size (HEAP_SIZE) sits right before the
+    // token; the user had none of their own, or it would not be there.
+    if (rest !== null && options.heapFlag) rest = rest.replace(/(^| )--max-old-space-size=\d+$/, '');
     if (rest !== null) {
       if (rest.trim() === '') delete env.NODE_OPTIONS;
       else env.NODE_OPTIONS = rest;
@@ -140,9 +199,27 @@ function patchListen() {
     } catch {
       use = args;
     }
-    // Errors of the real listen are the app's own and reach it unchanged.
-    return original.apply(this, use);
+    if (use === args) return original.apply(this, use);
+    // Errors of the real listen are the app's own and reach it unchanged;
+    // one the supervisor can name the fix for is reported first.
+    try {
+      return original.apply(this, use);
+    } catch (err) {
+      reportDenied(err);
+      throw err;
+    }
   };
+}
+
+// Node's permission model (25+: --permission without --allow-net) refuses
+// listen({fd}) with ERR_ACCESS_DENIED. The app would die of it at every
+// start; the supervisor stops and says which flag is missing instead.
+function reportDenied(err) {
+  try {
+    if (err && err.code === 'ERR_ACCESS_DENIED') send({ cmd: CMD_OUT, event: 'denied', permission: 'net' });
+  } catch {
+    // The app's own error still reaches it.
+  }
 }
 
 // The port a listen() call asks for, following net.Server's own argument
@@ -210,12 +287,28 @@ function redirect(server, args) {
 }
 
 // Registers the preload's own listeners once per server, before the real
-// listen adds the app's callback.
+// listen adds the app's callback. Plain http servers also get their
+// connections tracked, for the drain's grace on idle keep-alive connections
+// (https is left alone: its connections list holds the TLS sockets).
 function watch(server) {
   if (!server || server[kWatched] || typeof server.on !== 'function') return;
   server[kWatched] = true;
   server.on('listening', onListening);
   server.on('close', onClose);
+  if (http.Server && server instanceof http.Server && typeof server.closeIdleConnections === 'function') {
+    server[kConns] = new Set();
+    server.on('connection', onConnection);
+    server.on('request', onRequest); // counts the request too: one listener per request
+  } else {
+    // Other servers that emit 'request' (https, http2's compatibility API).
+    server.on('request', countRequest);
+  }
+}
+
+// The requests every server of the worker has received, for the heartbeat
+// (MAX_REQUESTS, /status): one increment per request, nothing else.
+function countRequest() {
+  state.requests++;
 }
 
 function onListening() {
@@ -225,8 +318,9 @@ function onListening() {
     server[kClosedByPreload] = false;
     state.servers.add(server);
     if (state.draining) {
-      // A server that starts during a drain would keep the worker alive.
-      setImmediate(() => closeServer(server));
+      // A server that starts on a handed socket during a drain would keep
+      // the worker alive; one of the app's own is the app's.
+      if (state.drainAll || server[kHandedPort] !== undefined) setImmediate(() => closeServer(server));
       return;
     }
     if (handedMode()) {
@@ -249,6 +343,86 @@ function onClose() {
   } catch {
     // Nothing to undo.
   }
+}
+
+// Each connection of an http server gets a destroy() that, during a drain,
+// keeps an idle keep-alive connection open until it has been idle for the
+// grace: Node's closeIdleConnections(), closeAllConnections() and
+// http.Server.close() all end a connection through it, and so do apps and
+// frameworks that destroy sockets as their responses finish.
+function onConnection(socket) {
+  try {
+    const server = this;
+    if (!socket || typeof socket.destroy !== 'function' || socket[kServer]) return;
+    socket[kServer] = server;
+    socket[kIdleSince] = Date.now();
+    socket[kBytesAtIdle] = 0;
+    socket[kInRequest] = false;
+    server[kConns].add(socket);
+    socket.once('close', () => server[kConns].delete(socket));
+    const destroy = socket.destroy;
+    socket.destroy = function (err) {
+      let keep = false;
+      try {
+        keep = err == null && keepOpen(this);
+      } catch {
+        keep = false;
+      }
+      // The drain's sweep ends it once it has been idle for the grace.
+      if (keep) return this;
+      return destroy.apply(this, arguments);
+    };
+  } catch {
+    // This connection then closes as Node closes it.
+  }
+}
+
+function onRequest(req, res) {
+  state.requests++;
+  try {
+    const socket = req.socket;
+    if (!socket || socket[kServer] !== this) return;
+    socket[kInRequest] = true;
+    res[kSocket] = socket;
+    res.once('close', onResponseClose);
+  } catch {
+    // The connection then counts as idle since its previous response.
+  }
+}
+
+// 'close' follows 'finish' (or an abort) of every response.
+function onResponseClose() {
+  const socket = this[kSocket];
+  if (!socket) return;
+  socket[kInRequest] = false;
+  socket[kIdleSince] = Date.now();
+  socket[kBytesAtIdle] = socket.bytesRead;
+}
+
+// Whether a destroy() of socket (without an error) must wait: during a
+// drain, on a drained server, for a connection that is idle between
+// requests and has not been so for the grace since its last response or the
+// drain's start, whichever came later. A connection either side already
+// ended goes.
+function keepOpen(socket) {
+  if (!state.draining) return false;
+  const server = socket[kServer];
+  if (!server || !server[kDrained]) return false;
+  if (socket.destroyed || socket.readableEnded || socket.writableEnded) return false;
+  // A response still being written: the app's to abort, except through
+  // closeAllConnections().
+  const res = socket._httpMessage;
+  if (res && !res.writableEnded) return state.closingAll;
+  const now = Date.now();
+  // Its response just ended (the app destroys in its own 'finish' listener).
+  if (socket[kInRequest]) return true;
+  if (socket.bytesRead !== socket[kBytesAtIdle]) {
+    // The start of a next request arrived.
+    socket[kBytesAtIdle] = socket.bytesRead;
+    socket[kIdleSince] = now;
+    return true;
+  }
+  return now - Math.max(socket[kIdleSince], state.drainStartedAt, dueAt(socket)) < DRAIN_IDLE_GRACE_MS;
 }
 
 function sendListening(port) {
@@ -293,33 +467,41 @@ function patchClose() {
     if (handled) return this;
     return original.apply(this, arguments);
   };
-  // http.Server's own close first closes every idle
-  // keep-alive connection at once, then calls net.Server's. After the drain
-  // has closed the server, go straight to the patched close above, so that
-  // an app's shutdown handler (Next.js) does not reset a connection a client
-  // is sending its next request on; the drain's timer closes idle ones.
-  // (https is left alone: loading it here would cost every worker's startup
-  // the TLS stack, and servers behind a load balancer speak plain HTTP.)
+  // http.Server's own close() also calls closeIdleConnections(); during a
+  // drain each connection's destroy() keeps the young idle ones (see
+  // onConnection), so it needs no patch here.
   const proto = http.Server && http.Server.prototype;
-  if (!proto || typeof proto.close !== 'function' || proto.close === net.Server.prototype.close) return;
-  const httpClose = proto.close;
-  proto.close = function close() {
+  if (!proto) return;
+  if (typeof proto.closeIdleConnections === 'function') state.closeIdle = proto.closeIdleConnections;
+  // closeAllConnections() on a drained server lets the responses under way
+  // finish too: they carry Connection: close, so their connections end
+  // right after them, and the idle ones after the grace. (The app's deadline
+  // for a hung request is the supervisor's DRAIN_TIMEOUT.)
+  const closeAll = proto.closeAllConnections;
+  if (typeof closeAll !== 'function') return;
+  proto.closeAllConnections = function closeAllConnections() {
     let drained = false;
     try {
-      drained = Boolean(this[kClosedByPreload] && !this._handle);
+      drained = Boolean(state.draining && this[kDrained]);
     } catch {
       drained = false;
     }
-    if (drained) return net.Server.prototype.close.apply(this, arguments);
-    return httpClose.apply(this, arguments);
+    if (!drained) return closeAll.apply(this, arguments);
+    state.closingAll = true;
+    try {
+      return closeAll.apply(this, arguments);
+    } finally {
+      state.closingAll = false;
+    }
   };
 }
 
-// Every response whose headers are written after the drain began, including
-// responses to requests already in flight, says Connection: close, so that
-// keep-alive clients (load balancers) stop reusing the connection instead of
-// racing its close. All header paths, implicit ones too, go through
-// writeHead.
+// Every response of a drained server whose headers are written after the
+// drain began, including responses to requests already in flight, says
+// Connection: close, so that keep-alive clients (load balancers) stop reusing
+// the connection instead of racing its close. All header paths, implicit ones
+// too, go through writeHead (writeHeader, an alias until Node 25, is gone in
+// 26; nothing here depends on it).
 function patchWriteHead() {
   const proto = http.ServerResponse && http.ServerResponse.prototype;
   if (!proto || typeof proto.writeHead !== 'function') return;
@@ -328,7 +510,7 @@ function patchWriteHead() {
     let args = arguments;
     if (state.draining) {
       try {
-        args = closeConnection(this, arguments);
+        if (onDrainedServer(this) && dueAt(this.socket) <= Date.now()) args = closeConnection(this, arguments);
       } catch {
         args = arguments;
       }
@@ -337,6 +519,13 @@ function patchWriteHead() {
   };
   proto.writeHead = writeHead;
   if (proto.writeHeader === original) proto.writeHeader = writeHead;
+}
+
+function onDrainedServer(res) {
+  const socket = res.socket;
+  if (!socket) return false;
+  const server = socket[kServer] || socket.server;
+  return Boolean(server && server[kDrained]);
 }
 
 function isConnectionName(name) {
@@ -376,55 +565,111 @@ function closeConnection(res, args) {
   return out;
 }
 
-function startDrain() {
-  if (state.draining) return;
+// The drain stops the servers on the handed sockets; the app's other servers
+// (an admin port, a listen(0) backend its routes call) are its own and stay
+// up until it closes them or exits. An app that uses no handed socket at all
+// (LISTEN=none, or its own port) has every server drained.
+function startDrain(handoverMs) {
+  if (state.draining) {
+    // A second drain (a stop during a handover, the stop signal at its
+    // end) cuts what is left of the handover short.
+    endHandover(handoverMs);
+    return;
+  }
   state.draining = true;
-  for (const server of state.servers) closeServer(server);
+  state.drainStartedAt = Date.now();
+  const servers = [...state.servers];
+  state.drainAll = !servers.some((s) => s[kHandedPort] !== undefined);
+  for (const server of servers) if (state.drainAll || server[kHandedPort] !== undefined) closeServer(server);
+  if (handoverMs > 0) startHandover(handoverMs);
+}
+
+// A handover (a reload or recycle whose successor is ready) spreads the
+// drained servers' keep-alive connections over the window, less its tail:
+// the k-th of n carries on as before until start + spread * k / n, and its
+// first response after that says Connection: close. The successor, still
+// cold, so takes them a few at a time. Idle connections close a grace after
+// their turn; in-flight requests finish as in any drain.
+function startHandover(ms) {
+  const conns = [];
+  for (const server of state.servers) {
+    if (server[kDrained] && server[kConns]) for (const c of server[kConns]) conns.push(c);
+  }
+  if (conns.length === 0) return;
+  conns.forEach((c, i) => {
+    c[kRank] = i + 1;
+  });
+  const spread = ms - Math.min(ms / 4, HANDOVER_TAIL_MS);
+  state.handover = { start: state.drainStartedAt, end: state.drainStartedAt + spread, n: conns.length };
+}
+
+// endHandover shortens the handover to end at most ms from now (0: now).
+function endHandover(ms) {
+  const h = state.handover;
+  if (!h) return;
+  const end = Date.now() + (ms > 0 ? ms : 0);
+  if (end < h.end) h.end = Math.max(end, h.start);
+}
+
+// dueAt is when socket's turn in the handover comes (0 without one).
+function dueAt(socket) {
+  const h = state.handover;
+  const rank = socket && socket[kRank];
+  if (!h || !rank) return 0;
+  return h.start + Math.round(((h.end - h.start) * rank) / h.n);
 }
 
 function closeServer(server) {
+  server[kDrained] = true;
   try {
-    if (typeof server.closeIdleConnections === 'function') {
+    if (server[kConns]) {
       const t = server.keepAliveTimeout;
       if (typeof t === 'number' && (t <= 0 || t > DRAIN_KEEPALIVE_MS)) server.keepAliveTimeout = DRAIN_KEEPALIVE_MS;
+      const b = server.keepAliveTimeoutBuffer;
+      if (typeof b === 'number' && b > DRAIN_KEEPALIVE_BUFFER_MS) server.keepAliveTimeoutBuffer = DRAIN_KEEPALIVE_BUFFER_MS;
     }
   } catch {
-    // Keep the app's timeout.
+    // Keep the app's timeouts.
   }
   try {
     if (server.listening) {
       server[kClosedByPreload] = true;
-      // net.Server's close, not http.Server's: since Node 19 the latter also
-      // closes every idle keep-alive connection at once, including those a
-      // busy client is writing its next request on right now.
+      // net.Server's close, not http.Server's, which would also ask every
+      // idle connection to close (the grace would keep the young ones).
       if (state.netClose) state.netClose.call(server);
       else server.close();
     }
   } catch {
     // Stopping to accept failed; the supervisor's deadline still applies.
   }
-  try {
-    if (typeof server.closeIdleConnections === 'function') {
-      // Repeated, because a connection that was busy at the first pass and
-      // answered with keep-alive becomes idle later. Unref'd: the server's
-      // open connections are what keep the process alive, not this timer.
-      const timer = setInterval(() => {
-        try {
-          if (!server.listening && state.servers.has(server)) server.closeIdleConnections();
-          else if (!state.servers.has(server)) clearInterval(timer);
-        } catch {
-          clearInterval(timer);
-        }
-      }, DRAIN_IDLE_GRACE_MS);
-      timer.unref();
+  if (server[kConns] && state.closeIdle && !state.sweep) {
+    try {
+      // Unref'd: the server's open connections are what keep the process
+      // alive, not this timer.
+      state.sweep = setInterval(sweep, DRAIN_SWEEP_MS);
+      state.sweep.unref();
+    } catch {
+      // Idle connections then end at their keep-alive timeout.
     }
-  } catch {
-    // Idle connections then end at their keep-alive timeout.
+  }
+}
+
+// Closes the connections of drained servers that have been idle for the
+// grace: Node's closeIdleConnections() picks the idle ones, each one's
+// destroy() keeps those still within it.
+function sweep() {
+  for (const server of state.servers) {
+    try {
+      if (server[kDrained] && server[kConns] && server[kConns].size > 0) state.closeIdle.call(server);
+    } catch {
+      // The next sweep tries again.
+    }
   }
 }
 
 function maybeExit() {
-  if (!state.draining || !state.exitWhenClosed || state.exiting || state.servers.size > 0) return;
+  if (!state.draining || !state.exitWhenClosed || state.exiting) return;
+  for (const server of state.servers) if (server[kDrained]) return;
   state.exiting = true;
   process.exitCode = 0;
   // The app may hold timers or other handles that would keep it running
@@ -443,11 +688,21 @@ function installStopSignal() {
   // app installs its handlers after the preload ran. This uses the unpatched
   // listeners(), which still shows the preload's own.
   const listeners = process.listeners;
-  const appListeners = () => listeners.call(process, sig).filter((l) => l !== onStopSignal).length;
+  const appSignal = () => listeners.call(process, sig).some((l) => l !== onStopSignal);
+  state.appSignal = appSignal;
+  // With STOP_MESSAGE the app's 'message' listener is a stop handler too
+  // (PM2's shutdown_with_message): the app exits when it is done.
+  state.appHandles = () => appSignal() || (options.stopMessage === true && process.listenerCount('message') > 0);
 
   function onStopSignal() {
     try {
-      const appHandles = appListeners() > 0;
+      state.signalSeen = true;
+      if (state.signalWait) {
+        // The app's own listeners run right after this one, in this emit.
+        clearTimeout(state.signalWait);
+        state.signalWait = null;
+      }
+      const appHandles = state.appHandles();
       if (!appHandles && !state.draining && state.servers.size === 0) {
         // Nothing to drain and nobody else listening: behave exactly as if
         // the preload had no handler, which is to die of the signal.
@@ -455,7 +710,7 @@ function installStopSignal() {
         if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
         return;
       }
-      startDrain();
+      startDrain(0);
       if (!appHandles) state.exitWhenClosed = true;
       maybeExit();
     } catch {
@@ -476,8 +731,6 @@ function installStopSignal() {
   // listenerCount() to decide when to stop watching a signal, and
   // rawListeners() to save and restore SIGINT listeners (vm breakOnSigint).
   hideListener('listeners', sig, onStopSignal);
-
-  state.appListeners = appListeners;
 }
 
 function hideListener(method, sig, fn) {
@@ -517,10 +770,23 @@ function onInternalMessage(msg) {
   try {
     if (msg === null || typeof msg !== 'object') return;
     if (msg.cmd === CMD_PING) {
-      send({ cmd: CMD_OUT, event: 'pong', seq: typeof msg.seq === 'number' ? msg.seq : null, eld: readELD() });
+      send({ cmd: CMD_OUT, event: 'pong', seq: typeof msg.seq === 'number' ? msg.seq : null, eld: readELD(), ...readRuntime() });
+    } else if (msg.cmd === CMD_METRICS) {
+      answerMetrics(msg.seq);
     } else if (msg.cmd === CMD_DRAIN) {
-      startDrain();
-      if (!(state.appListeners && state.appListeners() > 0)) state.exitWhenClosed = true;
+      const handoverMs = typeof msg.handover_ms === 'number' && msg.handover_ms > 0 ? msg.handover_ms : 0;
+      startDrain(handoverMs);
+      if (!(state.appHandles && state.appHandles())) {
+        state.exitWhenClosed = true;
+      } else if (state.appSignal && state.appSignal() && !state.signalSeen && !state.signalWait) {
+        // The supervisor sends the stop signal right after this line, but
+        // it may reach JavaScript later: until then the app's handler has
+        // not run, and an event loop with nothing left (the servers just
+        // closed) would end the worker without it.
+        state.signalWait = setTimeout(() => {
+          state.signalWait = null;
+        }, SIGNAL_WAIT_MS + handoverMs);
+      }
       maybeExit();
     }
   } catch {
@@ -540,4 +806,74 @@ function readELD() {
     v = 0;
   }
   return v > 0 ? Math.round(v * 1e6) / 1e6 : 0;
+}
+
+// ---- runtime figures and the app's metrics ---------------------------------
+
+// The figures the heartbeat carries besides the event-loop delay. All of them
+// are read when a ping comes (every SAMPLE_EVERY), none per request: the GC
+// observer runs once per collection.
+function installRuntime() {
+  state.elu = performance.eventLoopUtilization();
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) state.gcMs += e.duration;
+  });
+  gc.observe({ entryTypes: ['gc'] });
+}
+
+// Event-loop utilization since the previous pong, V8's heap, and GC time.
+function readRuntime() {
+  const out = { elu: 0, heap_used: 0, heap_limit: 0, gc: 0, requests: state.requests };
+  try {
+    const now = performance.eventLoopUtilization();
+    if (state.elu) out.elu = performance.eventLoopUtilization(now, state.elu).utilization;
+    state.elu = now;
+  } catch {
+    // Leave 0.
+  }
+  try {
+    const h = v8.getHeapStatistics();
+    out.heap_used = h.used_heap_size;
+    out.heap_limit = h.heap_size_limit;
+  } catch {
+    // Leave 0.
+  }
+  out.gc = state.gcMs / 1000;
+  return out;
+}
+
+// The app's prom-client is whichever copy it loaded: prom-client is a
+// CommonJS package, and an ESM import of it goes through the CommonJS loader
+// too, so every loaded copy is in require.cache. Its default registry is what
+// register.metrics() serves. Nothing is looked for until clusterinit asks.
+const PROM_CLIENT_ENTRY = /[\\/]node_modules[\\/]prom-client[\\/]index\.js$/;
+
+function promRegistries() {
+  if (state.promRegistries) return state.promRegistries;
+  const found = [];
+  const cache = createRequire(process.cwd() + '/').cache;
+  for (const file of Object.keys(cache)) {
+    if (!PROM_CLIENT_ENTRY.test(file)) continue;
+    const reg = cache[file] && cache[file].exports && cache[file].exports.register;
+    if (reg && typeof reg.getMetricsAsJSON === 'function' && !found.includes(reg)) found.push(reg);
+  }
+  // An app may load prom-client late: keep looking until it has.
+  if (found.length > 0) state.promRegistries = found;
+  return found;
+}
+
+// Answers clusterinit's metrics request with every found registry's
+// getMetricsAsJSON(), as a cluster worker answers AggregatorRegistry; an app
+// without prom-client answers at once with none.
+function answerMetrics(seq) {
+  seq = typeof seq === 'number' ? seq : null;
+  let regs;
+  try {
+    regs = promRegistries();
+  } catch {
+    regs = [];
+  }
+  Promise.all(regs.map((r) => r.getMetricsAsJSON()))
+    .then((lists) => send({ cmd: CMD_OUT, event: 'metrics', seq, metrics: lists.flat() }))
+    .catch((err) => send({ cmd: CMD_OUT, event: 'metrics', seq, metrics: [], error: String(err && err.message) }));
 }

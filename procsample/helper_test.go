@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clusterinit/clusterinit/internal/testkit"
 )
 
 // The test binary doubles as the processes being measured: with helperEnv
@@ -253,15 +255,12 @@ func (p *proc) expect(tb testing.TB, word string, timeout time.Duration) int {
 // cond's last description.
 func waitFor(tb testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, what := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("after %v: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var what string
+	if !testkit.Poll(timeout, func() bool {
+		var ok bool
+		ok, what = cond()
+		return ok
+	}) {
+		tb.Fatalf("after %v: %s", timeout, what)
 	}
 }

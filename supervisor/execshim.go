@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterinit/clusterinit/preload"
 )
 
 // ExecShimArg is the hidden first argument with which clusterinit re-executes
@@ -19,23 +21,43 @@ import (
 // itself with the real command: the worker's pid never changes.
 const ExecShimArg = "__clusterinit_exec"
 
-// shimArgs builds the shim's arguments: credentials ("-" for none, or
-// "uid:gid"), the resolved command path, then the command's argv.
-func shimArgs(self string, cred string, path string, argv []string) []string {
-	return append([]string{self, ExecShimArg, cred, path}, argv...)
+// shimArgs builds the shim's arguments: clusterinit's pid (the parent the
+// shim expects), credentials ("-" for none, or "uid:gid"), the resolved
+// command path, then the command's argv.
+func shimArgs(self string, parent int, cred string, path string, argv []string) []string {
+	return append([]string{self, ExecShimArg, strconv.Itoa(parent), cred, path}, argv...)
 }
 
+// oomScoreAdjRaise is how much a worker's oom_score_adj is above
+// clusterinit's. The OOM killer adds oom_score_adj/1000 of the memory limit
+// to each candidate's size, so half the limit on top of a worker's own
+// memory always outweighs clusterinit's few MiB: the kernel picks a worker
+// (the biggest, as they all get the same raise), never the supervisor that
+// would restart it. A raise, unlike a cut, needs no privilege.
+const oomScoreAdjRaise = 500
+
 // ExecShim is the shim's main; it returns an exit status only when exec
-// failed (127 not found, 126 not executable, as shells do).
+// failed (127 not found, 126 not executable, as shells do) or clusterinit
+// died before the worker could be tied to it (1).
 func ExecShim(args []string) int {
-	if len(args) < 3 {
+	if len(args) < 4 {
 		fmt.Fprintln(os.Stderr, "clusterinit: exec shim: missing arguments")
 		return 127
 	}
-	cred, path, argv := args[0], args[1], args[2:]
+	parent, err := strconv.Atoi(args[0])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "clusterinit: exec shim: parent pid %q: %v\n", args[0], err)
+		return 127
+	}
+	cred, path, argv := args[1], args[2], args[3:]
 	// no_new_privs (below) is a per-thread setting inherited through exec
-	// only by the thread that calls it: keep everything on one thread.
+	// only by the thread that calls it, and so is the parent-death signal's
+	// tie to the forking thread: keep everything on one thread.
 	runtime.LockOSThread()
+	if err := raiseOOMScoreAdj(oomScoreAdjRaise); err != nil {
+		// The worker runs anyway; only the OOM killer's choice is affected.
+		fmt.Fprintf(os.Stderr, "clusterinit: exec shim: %v\n", err)
+	}
 	env := os.Environ()
 	if os.Getenv("LISTEN_FDS") != "" {
 		env = setEnv(env, "LISTEN_PID", strconv.Itoa(os.Getpid()))
@@ -52,12 +74,62 @@ func ExecShim(args []string) int {
 			return 126
 		}
 	}
-	err := syscall.Exec(path, argv, env)
+	// After dropping privileges: a change of credentials clears the
+	// parent-death signal.
+	if err := dieWithParent(parent); err != nil {
+		fmt.Fprintf(os.Stderr, "clusterinit: exec shim: %v\n", err)
+		return 1
+	}
+	err = syscall.Exec(path, argv, env)
 	fmt.Fprintf(os.Stderr, "clusterinit: exec %s: %v\n", path, err)
 	if errors.Is(err, syscall.ENOENT) {
 		return 127
 	}
 	return 126
+}
+
+// dieWithParent makes the kernel SIGKILL this process (and, after execve,
+// the worker) when clusterinit dies, so no worker outlives it when it is
+// killed without stopping them and is not PID 1 (as PID 1 its namespace
+// dies with it). The setting survives execve of a program that is not
+// set-user-ID; a change of credentials clears it, so it is made last.
+//
+// The kernel sends it when the *thread* that forked this process exits
+// (golang/go#27505), not only when the whole of clusterinit does: the
+// supervisor forks every worker from its loop goroutine, which Run locks to
+// one OS thread for its whole life, so that thread exits only with the
+// process.
+//
+// A parent that died before the prctl sends nothing, so the parent is
+// checked after it: the shim has then already been handed to a subreaper
+// or init.
+func dieWithParent(parent int) error {
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("set parent-death signal: %w", err)
+	}
+	if ppid := os.Getppid(); ppid != parent {
+		return fmt.Errorf("clusterinit (pid %d) exited before this worker started (its parent is now pid %d): not starting it", parent, ppid)
+	}
+	return nil
+}
+
+// raiseOOMScoreAdj sets this process's oom_score_adj (inherited from
+// clusterinit) by raise higher, up to the kernel's maximum of 1000. The
+// worker and everything it starts inherit it.
+func raiseOOMScoreAdj(raise int) error {
+	const file = "/proc/self/oom_score_adj"
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("raise oom_score_adj: %w", err)
+	}
+	cur, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return fmt.Errorf("raise oom_score_adj: parse %s: %w", file, err)
+	}
+	if err := os.WriteFile(file, []byte(strconv.Itoa(min(cur+raise, 1000))), 0); err != nil {
+		return fmt.Errorf("raise oom_score_adj: %w", err)
+	}
+	return nil
 }
 
 // dropPrivileges clears supplementary groups, then sets gid before uid (after
@@ -90,22 +162,5 @@ func dropPrivileges(cred string) error {
 
 // setEnv returns env with key set to value, replacing any earlier entry.
 func setEnv(env []string, key, value string) []string {
-	out := withoutEnv(env, key)
-	return append(out, key+"="+value)
-}
-
-// withoutEnv returns env without any entry for the given keys.
-func withoutEnv(env []string, keys ...string) []string {
-	out := make([]string, 0, len(env))
-outer:
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		for _, drop := range keys {
-			if k == drop {
-				continue outer
-			}
-		}
-		out = append(out, kv)
-	}
-	return out
+	return append(preload.WithoutEnv(env, key), key+"="+value)
 }

@@ -2,8 +2,6 @@ package supervisor
 
 import (
 	"bufio"
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,95 +11,27 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/clusterinit/clusterinit/preload"
 )
 
-// maxIPCLine bounds one message from a worker. Larger lines are dropped whole
-// (and logged): a worker must not make clusterinit buffer without limit.
-const maxIPCLine = 64 << 10
+// maxIPCLine is the read buffer of a worker's channel: every message but
+// the app's metrics fits in it. maxLongIPCLine bounds one message, a
+// metrics answer of a large app included (a few thousand series); larger
+// lines are dropped whole (and logged): a worker must not make clusterinit
+// buffer without limit.
+const (
+	maxIPCLine     = 64 << 10
+	maxLongIPCLine = 16 << 20
+)
 
 // ipcWriteTimeout bounds a write to a worker that does not read its channel.
 const ipcWriteTimeout = 5 * time.Second
 
-type msgKind int
-
-const (
-	msgIgnored   msgKind = iota
-	msgReady             // the app said process.send('ready') or {type:'ready'}
-	msgListening         // the preload saw a handed socket listening
-	msgPong              // the preload answered a heartbeat ping
-	msgHandle            // the worker tried to send a handle
-)
-
-// message is one parsed line from a worker.
+// message is one parsed line from the worker with pid.
 type message struct {
-	pid  int
-	kind msgKind
-	seq  int64   // msgPong
-	eld  float64 // msgPong: event-loop delay p99, seconds
-}
-
-// parseIPCLine interprets one JSON line from a worker. Lines that are valid
-// JSON but mean nothing to clusterinit are msgIgnored; invalid ones are an
-// error.
-func parseIPCLine(line []byte) (message, error) {
-	line = bytes.TrimSpace(line)
-	if len(line) == 0 {
-		return message{}, errors.New("empty line")
-	}
-	if line[0] == '"' {
-		var s string
-		if err := json.Unmarshal(line, &s); err != nil {
-			return message{}, err
-		}
-		if s == "ready" {
-			return message{kind: msgReady}, nil
-		}
-		return message{}, nil
-	}
-	if line[0] != '{' {
-		if !json.Valid(line) {
-			return message{}, errors.New("invalid JSON")
-		}
-		return message{}, nil
-	}
-	var m struct {
-		Type  any     `json:"type"`
-		Cmd   any     `json:"cmd"`
-		Event string  `json:"event"`
-		Seq   int64   `json:"seq"`
-		ELD   float64 `json:"eld"`
-	}
-	if err := json.Unmarshal(line, &m); err != nil {
-		// Valid JSON of the wrong shape (say "seq":"x") is not worth an error.
-		if json.Valid(line) {
-			return message{}, nil
-		}
-		return message{}, err
-	}
-	switch {
-	case m.Type == "ready":
-		return message{kind: msgReady}, nil
-	case m.Cmd == "NODE_HANDLE":
-		return message{kind: msgHandle}, nil
-	case m.Cmd == "NODE_CLUSTERINIT" && m.Event == "listening":
-		return message{kind: msgListening}, nil
-	case m.Cmd == "NODE_CLUSTERINIT" && m.Event == "pong":
-		return message{kind: msgPong, seq: m.Seq, eld: m.ELD}, nil
-	}
-	return message{}, nil
-}
-
-// Lines the supervisor writes. Each is one complete JSON value and a newline:
-// Node parses every line with JSON.parse and no try/catch, so a blank or
-// partial line would crash the worker.
-var (
-	lineShutdown   = []byte("\"shutdown\"\n")
-	lineDrain      = []byte("{\"cmd\":\"NODE_CLUSTERINIT_DRAIN\"}\n")
-	lineHandleNack = []byte("{\"cmd\":\"NODE_HANDLE_NACK\"}\n")
-)
-
-func pingLine(seq int64) []byte {
-	return []byte(fmt.Sprintf("{\"cmd\":\"NODE_CLUSTERINIT_PING\",\"seq\":%d}\n", seq))
+	pid int
+	preload.Message
 }
 
 // channel is clusterinit's end of one worker's Node IPC socket.
@@ -153,11 +83,14 @@ func (c *channel) read(pid int, msgs chan<- message, done <-chan struct{}, log *
 	for {
 		line, err := r.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			log.Warn("dropped oversized ipc message", "pid", pid, "limit_bytes", maxIPCLine)
-			if err := skipLine(r); err != nil {
-				return
+			line, err = readLong(r, line)
+			if errors.Is(err, bufio.ErrBufferFull) {
+				log.Warn("dropped oversized ipc message", "pid", pid, "limit_bytes", maxLongIPCLine)
+				if err := skipLine(r); err != nil {
+					return
+				}
+				continue
 			}
-			continue
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
@@ -165,27 +98,40 @@ func (c *channel) read(pid int, msgs chan<- message, done <-chan struct{}, log *
 			}
 			return
 		}
-		m, perr := parseIPCLine(line)
+		pm, perr := preload.Parse(line)
 		if perr != nil {
 			log.Warn("dropped malformed ipc message", "pid", pid, "err", perr)
 			continue
 		}
-		switch m.kind {
-		case msgIgnored:
+		switch pm.Kind {
+		case preload.KindIgnored:
 			continue
-		case msgHandle:
+		case preload.KindHandle:
 			c.conn.SetWriteDeadline(time.Now().Add(ipcWriteTimeout))
-			c.conn.Write(lineHandleNack)
+			c.conn.Write(preload.HandleNackLine())
 			log.Warn("refused a handle sent over ipc (clusterinit does not take handles)", "pid", pid)
 			continue
 		}
-		m.pid = pid
 		select {
-		case msgs <- m:
+		case msgs <- message{pid: pid, Message: pm}:
 		case <-done:
 			return
 		}
 	}
+}
+
+// readLong reads the rest of a line longer than the reader's buffer, up to
+// maxLongIPCLine; past that it returns bufio.ErrBufferFull.
+func readLong(r *bufio.Reader, start []byte) ([]byte, error) {
+	line := append([]byte(nil), start...)
+	for len(line) <= maxLongIPCLine {
+		more, err := r.ReadSlice('\n')
+		line = append(line, more...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return line, err
+		}
+	}
+	return nil, bufio.ErrBufferFull
 }
 
 // skipLine discards the rest of an oversized line.

@@ -8,27 +8,41 @@ import (
 // slot, a recycle, or a scale-down.
 type replacement struct {
 	slot       int
-	reason     string // reload, rss, cpu, age, hang, scale
+	reason     RecycleReason
 	old        *worker
-	new        *worker // nil until started; nil for scale-down
+	new        *worker // nil until started, and for drain-first
 	startFirst bool    // start new, then drain old once new is ready
-	reload     bool    // part of a rolling reload
 }
 
-func (c *counters) reloadResult(r *replacement, result string) {
-	if r.reload {
-		c.reloads[result]++
+// pendingOf is the worker being started to take over sl from its current
+// one, or nil.
+func (s *Supervisor) pendingOf(sl *slot) *worker {
+	if r := s.replacing; r != nil && r.slot == sl.index {
+		return r.new
 	}
+	return nil
 }
+
+// vacant: sl has no worker serving or about to.
+func (s *Supervisor) vacant(sl *slot) bool {
+	return sl.current == nil && s.pendingOf(sl) == nil
+}
+
+// Rolling reloads. One is under way while reloadQueue is non-nil: its
+// current step is the replacement, or it waits behind a recycle. Every
+// reload asked for ends in exactly one result: success once every slot has
+// a new worker, failure when a new worker fails to get ready or a stop cuts
+// it short. Requests during a reload become one more reload after it
+// (reloadPending): a deploy that lands mid-reload must still reach every
+// worker; it fails with the one it follows.
 
 // requestReload starts a rolling reload of every slot, or queues one more
-// after the reload under way (a deploy that lands mid-reload must still reach
-// every worker).
+// after the reload under way.
 func (s *Supervisor) requestReload(now time.Time) {
 	if s.stopping {
 		return
 	}
-	if s.reloadQueue != nil || (s.replacing != nil && s.replacing.reload) {
+	if s.reloadQueue != nil {
 		s.reloadPending = true
 		s.log.Info("reload requested during a reload: another one follows it")
 		return
@@ -41,14 +55,30 @@ func (s *Supervisor) requestReload(now time.Time) {
 	s.advance(now)
 }
 
+// reloadFailed ends the reload under way, if any, and the one that was to
+// follow it, as failures.
+func (s *Supervisor) reloadFailed() {
+	if s.reloadQueue == nil {
+		return
+	}
+	s.counters.reloads[ReloadFailure]++
+	if s.reloadPending {
+		s.counters.reloads[ReloadFailure]++
+	}
+	s.reloadQueue = nil
+	s.reloadPending = false
+}
+
 // advance starts the next queued reload step when no replacement is under
-// way.
+// way and no replaced worker is still handing over: a successor still warming
+// up on the connections handed to it must not share the CPUs with the next
+// one's boot and handover (README, "Handover").
 func (s *Supervisor) advance(now time.Time) {
-	for s.replacing == nil && !s.stopping {
+	for s.replacing == nil && !s.handingOver() && !s.stopping {
 		if len(s.reloadQueue) == 0 {
 			if s.reloadQueue != nil {
 				s.reloadQueue = nil
-				s.counters.reloads["success"]++
+				s.counters.reloads[ReloadSuccess]++
 				s.log.Info("rolling reload done")
 				if s.reloadPending {
 					s.reloadPending = false
@@ -61,26 +91,26 @@ func (s *Supervisor) advance(now time.Time) {
 		i := s.reloadQueue[0]
 		s.reloadQueue = s.reloadQueue[1:]
 		sl := s.slotOf(i)
-		if sl == nil || sl.current == nil || sl.next != nil {
+		if sl == nil || sl.current == nil {
 			// Removed, or empty with a restart pending: the restart brings
 			// up a fresh worker anyway.
 			continue
 		}
-		s.replace(sl, "reload", true, true, now)
+		s.replace(sl, RecycleReload, true, now)
 	}
 }
 
 // replace swaps sl's current worker. startFirst: fork the new one, and drain
 // the old one once the new is ready; else drain the old one first and fill
 // the slot when it has exited.
-func (s *Supervisor) replace(sl *slot, reason string, startFirst, reload bool, now time.Time) {
+func (s *Supervisor) replace(sl *slot, reason RecycleReason, startFirst bool, now time.Time) {
 	old := sl.current
-	r := &replacement{slot: sl.index, reason: reason, old: old, startFirst: startFirst, reload: reload}
+	r := &replacement{slot: sl.index, reason: reason, old: old, startFirst: startFirst}
 	s.replacing = r
 	s.counters.recycles[reason]++
 	if !startFirst {
 		sl.current = nil
-		s.drain(old, reason, now)
+		s.drain(old, string(reason), now)
 		return
 	}
 	w, err := s.spawn(sl.index, now)
@@ -91,7 +121,6 @@ func (s *Supervisor) replace(sl *slot, reason string, startFirst, reload bool, n
 	}
 	sl.restarts++
 	r.new = w
-	sl.next = w
 	if w.state == ready {
 		s.replacementReady(r, now)
 	}
@@ -99,16 +128,15 @@ func (s *Supervisor) replace(sl *slot, reason string, startFirst, reload bool, n
 
 // replacementReady: the new worker serves, so the old one drains.
 func (s *Supervisor) replacementReady(r *replacement, now time.Time) {
-	sl := s.slotOf(r.slot)
-	if sl == nil || sl.next != r.new {
-		return
-	}
-	sl.next = nil
+	sl := s.slotOf(r.slot) // the slot is there: removing it ends r
 	old := sl.current
 	sl.current = r.new
 	s.replacing = nil
+	if r.reason != RecycleReload {
+		s.recycleFailures = 0
+	}
 	if old != nil {
-		s.drain(old, r.reason, now)
+		s.handOver(old, r.reason, now)
 	}
 	s.advance(now)
 }
@@ -122,30 +150,31 @@ func (s *Supervisor) replacementExited(r *replacement, w *worker, now time.Time)
 	case w == r.old && !r.startFirst:
 		// Drain-first: the old worker is gone, fill the slot now.
 		s.replacing = nil
-		if sl := s.slotOf(r.slot); sl != nil && sl.current == nil && sl.next == nil && !s.stopping {
+		if sl := s.slotOf(r.slot); sl != nil && s.vacant(sl) && !s.stopping {
 			sl.current = s.start(sl, now)
 		}
 		s.advance(now)
 	}
 }
 
-// replacementFailed ends the replacement with the old worker still serving;
-// a failed reload stops, so a bad release never replaces more than one
-// worker at a time.
+// replacementFailed ends the replacement with the old worker still serving.
+// A failed reload stops, so a bad release never replaces more than one
+// worker at a time; a failed recycle is tried again after backoff.
 func (s *Supervisor) replacementFailed(r *replacement, now time.Time) {
 	s.replacing = nil
-	if sl := s.slotOf(r.slot); sl != nil && sl.next == r.new {
-		sl.next = nil
-	}
-	if r.reload {
-		s.counters.reloads["failure"]++
-		s.log.Error("rolling reload failed: a new worker did not get ready; the old workers keep serving",
-			"slot", r.slot, "skipped_slots", len(s.reloadQueue))
-		s.reloadQueue = nil
-		s.reloadPending = false
+	if r.reason == RecycleReload {
+		if s.reloadQueue != nil {
+			s.log.Error("rolling reload failed: a new worker did not get ready; the old workers keep serving",
+				"slot", r.slot, "skipped_slots", len(s.reloadQueue))
+		}
+		s.reloadFailed()
 		return
 	}
-	s.log.Error("replacement worker did not get ready; the old worker keeps serving", "slot", r.slot, "reason", r.reason)
+	s.recycleFailures++
+	delay := backoff(s.cfg.RestartDelay, s.recycleFailures)
+	s.recycleRetryAt = now.Add(delay)
+	s.log.Error("replacement worker did not get ready; the old worker keeps serving",
+		"slot", r.slot, "reason", r.reason, "retry_in", delay)
 }
 
 // scaleUp adds a slot (SIGTTIN).
@@ -159,20 +188,25 @@ func (s *Supervisor) scaleUp(now time.Time) {
 	sl.current = s.start(sl, now)
 }
 
-// scaleDown removes the last slot (SIGTTOU), draining its worker; the fleet
+// scaleDown removes the last slot (SIGTTOU), draining its workers; the fleet
 // keeps at least one slot.
 func (s *Supervisor) scaleDown(now time.Time) {
-	if s.stopping || len(s.slots) <= 1 {
+	if s.stopping {
+		s.log.Warn("not scaling down: stopping")
+		return
+	}
+	if len(s.slots) <= 1 {
 		s.log.Warn("not scaling down: one worker is the minimum")
 		return
 	}
 	sl := s.slots[len(s.slots)-1]
+	pending := s.pendingOf(sl)
 	s.slots = s.slots[:len(s.slots)-1]
 	s.log.Info("scaling down", "workers", len(s.slots), "slot", sl.index)
-	s.counters.recycles["scale"]++
-	for _, w := range []*worker{sl.next, sl.current} {
+	s.counters.recycles[RecycleScale]++
+	for _, w := range []*worker{pending, sl.current} {
 		if w != nil {
-			s.drain(w, "scale", now)
+			s.drain(w, string(RecycleScale), now)
 		}
 	}
 	if r := s.replacing; r != nil && r.slot == sl.index {

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/clusterinit/clusterinit/preload"
 	"github.com/clusterinit/clusterinit/procsample"
 )
 
@@ -13,11 +14,12 @@ import (
 //   - MAX_RSS / MAX_CPU: a worker is recycled only once its figure has stayed
 //     above the limit for the whole window (MAX_RSS_FOR, MAX_CPU_FOR); one
 //     sample below resets the window, so a spike never triggers;
-//   - MAX_AGE: each worker's deadline has up to 10% jitter taken off, so
-//     workers started together are not recycled together;
 //   - HANG_TIMEOUT: no heartbeat answered for that long.
+// MAX_AGE needs no sample: each worker's age is a deadline of its own
+// (deadlines.go), with up to 10% jitter taken off, so workers started
+// together are not recycled together.
 // A recycle is one replacement (see replace.go); while one is under way the
-// others wait for the next sample.
+// others wait: for the next sample, or, for MAX_AGE, until it ends.
 
 type sampleRequest struct {
 	at   time.Time
@@ -62,7 +64,7 @@ func (s *Supervisor) sample(now time.Time) {
 		s.pingSeq++
 		for _, w := range s.workers {
 			if w.state == ready {
-				w.ipc.send(pingLine(s.pingSeq))
+				w.ipc.send(preload.PingLine(s.pingSeq))
 			}
 		}
 	}
@@ -96,16 +98,17 @@ func (s *Supervisor) onSample(r sampleResult) {
 			w.cpuRatio = procsample.CPURatio(w.lastUsage, u, r.at.Sub(w.sampledAt))
 		}
 		w.lastUsage, w.sampledAt = u, r.at
-		w.rssBytes, w.cpuSeconds = u.RSSBytes, u.CPUSeconds
+		w.peakRSS = max(w.peakRSS, u.RSSBytes)
 
-		w.rssOverSince = overSince(w.rssOverSince, s.cfg.MaxRSS > 0 && u.RSSBytes > int64(s.cfg.MaxRSS), r.at)
+		maxRSS := s.maxRSS()
+		w.rssOverSince = overSince(w.rssOverSince, maxRSS > 0 && u.RSSBytes > maxRSS, r.at)
 		w.cpuOverSince = overSince(w.cpuOverSince, s.cfg.MaxCPU > 0 && w.cpuRatio > float64(s.cfg.MaxCPU), r.at)
 		switch {
 		case !w.rssOverSince.IsZero() && r.at.Sub(w.rssOverSince) >= s.cfg.MaxRSSFor:
-			s.recycle(w, "rss", r.at, "rss_bytes", u.RSSBytes, "max_rss", s.cfg.MaxRSS.String(),
+			s.recycle(w, RecycleRSS, r.at, "rss_bytes", u.RSSBytes, "max_rss", maxRSS,
 				"above_for", r.at.Sub(w.rssOverSince).Round(time.Millisecond), "processes", u.Procs)
 		case !w.cpuOverSince.IsZero() && r.at.Sub(w.cpuOverSince) >= s.cfg.MaxCPUFor:
-			s.recycle(w, "cpu", r.at, "cpu_ratio", round3(w.cpuRatio), "max_cpu", s.cfg.MaxCPU.String(),
+			s.recycle(w, RecycleCPU, r.at, "cpu_ratio", round3(w.cpuRatio), "max_cpu", s.cfg.MaxCPU.String(),
 				"above_for", r.at.Sub(w.cpuOverSince).Round(time.Millisecond), "processes", u.Procs)
 		}
 	}
@@ -125,10 +128,31 @@ func overSince(since time.Time, over bool, at time.Time) time.Time {
 
 func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
 
-// onPong records a heartbeat and the event-loop delay it carries.
+// onPong records a heartbeat and the runtime figures it carries.
 func (s *Supervisor) onPong(w *worker, m message, now time.Time) {
 	w.lastBeat = now
-	w.eventLoopP99 = m.eld
+	w.beat = m.Message
+	s.checkRequests(w, now)
+}
+
+// requestLimit is the MAX_REQUESTS of one worker: up to 10% less, at random,
+// so that workers started together are not recycled together (Gunicorn's
+// max_requests_jitter); 0: off.
+func requestLimit(maxRequests int) uint64 {
+	if maxRequests <= 0 {
+		return 0
+	}
+	return uint64(maxRequests) - rand.Uint64N(uint64(maxRequests)/10+1)
+}
+
+// checkRequests recycles w once it has answered its MAX_REQUESTS. While
+// another replacement is under way, recycle declines and the next pong, one
+// SAMPLE_EVERY later, tries again: never two at once.
+func (s *Supervisor) checkRequests(w *worker, now time.Time) {
+	if w.requestLimit == 0 || w.state != ready || w.beat.Requests < w.requestLimit {
+		return
+	}
+	s.recycle(w, RecycleRequests, now, "requests", w.beat.Requests, "max_requests", w.requestLimit)
 }
 
 // checkHangs recycles ready Node workers whose event loop has not answered
@@ -146,45 +170,53 @@ func (s *Supervisor) checkHangs(now time.Time) {
 			last = w.readyAt
 		}
 		if silent := now.Sub(last); silent >= s.cfg.HangTimeout {
-			s.recycle(w, "hang", now, "silent_for", silent.Round(time.Millisecond), "hang_timeout", s.cfg.HangTimeout)
+			s.recycle(w, RecycleHang, now, "silent_for", silent.Round(time.Millisecond), "hang_timeout", s.cfg.HangTimeout)
 		}
 	}
 }
 
-// ageDeadline is when w is recycled for MAX_AGE: MAX_AGE less up to 10%.
+// ageJitter is what is taken off MAX_AGE for one worker: up to 10%.
+func ageJitter(maxAge time.Duration) time.Duration {
+	if maxAge <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(maxAge)/10 + 1))
+}
+
+// ageDeadline is when w is recycled for MAX_AGE (zero: never).
 func (s *Supervisor) ageDeadline(w *worker) time.Time {
 	if s.cfg.MaxAge <= 0 {
 		return time.Time{}
 	}
-	if w.ageJitter == 0 {
-		w.ageJitter = time.Duration(rand.Int64N(int64(s.cfg.MaxAge)/10+1)) + 1
-	}
 	return w.startedAt.Add(s.cfg.MaxAge - w.ageJitter)
 }
 
-func (s *Supervisor) checkAges(now time.Time) {
-	for _, w := range s.workersByPid() {
-		if d := s.ageDeadline(w); w.state == ready && !d.IsZero() && !now.Before(d) {
-			s.recycle(w, "age", now, "age", now.Sub(w.startedAt).Round(time.Second), "max_age", s.cfg.MaxAge)
-		}
-	}
+// canRecycle: w serves its slot, nothing else is being replaced or waiting
+// to be (a reload), and no replaced worker is still handing over, so a
+// recycle of w may start.
+func (s *Supervisor) canRecycle(w *worker) bool {
+	sl := s.slotOf(w.slot)
+	return !s.stopping && s.replacing == nil && s.reloadQueue == nil && !s.handingOver() &&
+		sl != nil && sl.current == w && w.state == ready
 }
 
-// recycle replaces w for reason, if nothing else is being replaced; else it
-// is tried again at the next sample, its figures still over the limit.
+// recycle replaces w for reason, if nothing else is being replaced and no
+// recycle failed within its backoff; else it is tried again later: at the
+// next sample, its figures still over the limit, or (MAX_AGE) as soon as
+// the replacement under way ends.
 // Start-first when the container's memory headroom fits another worker of
 // w's size, else drain-first, except that the fleet's last ready worker is
 // always replaced start-first: a recycle never leaves no worker serving.
-func (s *Supervisor) recycle(w *worker, reason string, now time.Time, figures ...any) {
-	sl := s.slotOf(w.slot)
-	if s.stopping || s.replacing != nil || s.reloadQueue != nil || sl == nil || sl.current != w || w.state != ready {
+func (s *Supervisor) recycle(w *worker, reason RecycleReason, now time.Time, figures ...any) {
+	if !s.canRecycle(w) || now.Before(s.recycleRetryAt) {
 		return
 	}
+	sl := s.slotOf(w.slot)
 	startFirst, headroom := true, int64(-1)
 	if s.opt.Headroom != nil {
 		if h, err := s.opt.Headroom(); err == nil {
 			headroom = h
-			startFirst = h >= w.rssBytes
+			startFirst = h >= w.lastUsage.RSSBytes
 		} else {
 			s.log.Warn("read memory headroom", "err", err)
 		}
@@ -200,7 +232,7 @@ func (s *Supervisor) recycle(w *worker, reason string, now time.Time, figures ..
 	}
 	attrs := append([]any{"slot", w.slot, "pid", w.pid, "reason", reason, "path", path, "headroom_bytes", headroom}, figures...)
 	s.log.Info("recycling worker", attrs...)
-	s.replace(sl, reason, startFirst, false, now)
+	s.replace(sl, reason, startFirst, now)
 }
 
 func (s *Supervisor) readyCount() int {

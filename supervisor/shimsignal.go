@@ -48,7 +48,7 @@ func (s *Supervisor) resignalAfterShim(w *worker, now time.Time) {
 	}
 	w.resignalAt = time.Time{}
 	s.log.Info("stop signal sent again: the worker was still starting when it was first sent", "slot", w.slot, "pid", w.pid)
-	if err := w.signalGroup(s.cfg.StopSignal.Sys()); err != nil {
+	if err := s.signal(w, s.cfg.StopSignal.Sys()); err != nil {
 		s.log.Warn("drain worker", "slot", w.slot, "pid", w.pid, "err", err)
 	}
 }

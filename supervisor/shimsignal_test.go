@@ -1,18 +1,17 @@
 package supervisor
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clusterinit/clusterinit/config"
+	"github.com/clusterinit/clusterinit/internal/testkit"
 	"github.com/clusterinit/clusterinit/listeners"
 	"github.com/clusterinit/clusterinit/signals"
 	"go.uber.org/goleak"
@@ -76,7 +75,7 @@ func TestStopSignalLostInShimIsSentAgain(t *testing.T) {
 		}
 	}()
 
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	sigs := make(chan syscall.Signal, 1)
 	out := NewLineWriter(os.Stdout)
 	sup := New(Options{
@@ -90,14 +89,13 @@ func TestStopSignalLostInShimIsSentAgain(t *testing.T) {
 	go func() { exited <- sup.Run() }()
 	// Stop while the worker is in the shim and drops SIGTERM.
 	pid := 0
-	for pid == 0 || !ignoresSIGTERM(pid) {
-		if time.Since(t0) > 5*time.Second {
-			t.Fatalf("the worker never ignored SIGTERM in the shim\n%s", logs)
-		}
-		time.Sleep(time.Millisecond)
+	if !testkit.Poll(5*time.Second, func() bool {
 		if _, after, ok := strings.Cut(logs.String(), `msg="worker started" slot=0 pid=`); ok {
 			pid, _ = strconv.Atoi(strings.Fields(after)[0])
 		}
+		return pid != 0 && ignoresSIGTERM(pid)
+	}) {
+		t.Fatalf("the worker never ignored SIGTERM in the shim\n%s", logs)
 	}
 	sigs <- syscall.SIGTERM
 	code := <-exited
@@ -122,21 +120,4 @@ func ignoresSIGTERM(pid int) bool {
 	_, rest, _ := strings.Cut(string(b), "SigIgn:")
 	mask, err := strconv.ParseUint(strings.Fields(rest)[0], 16, 64)
 	return err == nil && mask&(1<<(syscall.SIGTERM-1)) != 0
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -3,6 +3,8 @@ package supervisor
 import (
 	"maps"
 	"time"
+
+	"github.com/clusterinit/clusterinit/limits"
 )
 
 // Snapshot is an immutable view of the fleet, made by the loop after every
@@ -15,11 +17,12 @@ type Snapshot struct {
 	Ready      int // ready workers
 	Workers    []WorkerStatus
 	Listeners  []string
+	Limits     limits.Limits // as detected at start
 
 	Starts   uint64
-	Exits    map[string]uint64 // crash, stopped, killed
-	Recycles map[string]uint64 // rss, cpu, age, hang, reload, scale
-	Reloads  map[string]uint64 // success, failure
+	Exits    map[ExitReason]uint64
+	Recycles map[RecycleReason]uint64
+	Reloads  map[ReloadResult]uint64
 	Orphans  uint64
 }
 
@@ -34,6 +37,15 @@ type WorkerStatus struct {
 	CPURatio          float64   `json:"cpu_ratio"`
 	CPUSeconds        float64   `json:"cpu_seconds"`
 	EventLoopDelaySec float64   `json:"event_loop_delay_seconds"`
+
+	// From the preload's heartbeat (zero for a worker without it):
+	// event-loop utilization over the last heartbeat interval, V8 heap,
+	// time spent in GC and HTTP requests answered since the worker started.
+	EventLoopUtilization float64 `json:"event_loop_utilization"`
+	HeapUsedBytes        int64   `json:"heap_used_bytes"`
+	HeapLimitBytes       int64   `json:"heap_limit_bytes"`
+	GCSeconds            float64 `json:"gc_seconds"`
+	Requests             uint64  `json:"requests"`
 }
 
 // Snapshot returns the latest view of the fleet; safe from any goroutine.
@@ -50,6 +62,7 @@ func (s *Supervisor) makeSnapshot(now time.Time) *Snapshot {
 		Recycles:   maps.Clone(s.counters.recycles),
 		Reloads:    maps.Clone(s.counters.reloads),
 		Orphans:    s.counters.orphans,
+		Limits:     s.opt.Limits,
 	}
 	for _, sock := range s.opt.Listeners.Sockets() {
 		snap.Listeners = append(snap.Listeners, sock.Bound)
@@ -64,8 +77,10 @@ func (s *Supervisor) makeSnapshot(now time.Time) *Snapshot {
 		}
 		snap.Workers = append(snap.Workers, WorkerStatus{
 			Slot: w.slot, Pid: w.pid, State: w.state.String(), StartedAt: w.startedAt,
-			Restarts: restarts, RSSBytes: w.rssBytes, CPURatio: w.cpuRatio,
-			CPUSeconds: w.cpuSeconds, EventLoopDelaySec: w.eventLoopP99,
+			Restarts: restarts, RSSBytes: w.lastUsage.RSSBytes, CPURatio: w.cpuRatio,
+			CPUSeconds: w.lastUsage.CPUSeconds, EventLoopDelaySec: w.beat.ELD,
+			EventLoopUtilization: w.beat.ELU, HeapUsedBytes: w.beat.HeapUsed, HeapLimitBytes: w.beat.HeapLimit,
+			GCSeconds: w.beat.GCSeconds, Requests: w.beat.Requests,
 		})
 	}
 	return snap

@@ -9,7 +9,7 @@ import "time"
 //  2. for STOP_DELAY the workers keep serving, while the load balancer
 //     deregisters the task;
 //  3. drainAll sends every worker its stop signal at once;
-//  4. a worker still there DRAIN_TIMEOUT later is SIGKILLed (onTimer);
+//  4. a worker still there DRAIN_TIMEOUT later is SIGKILLed (drainTimedOut);
 //  5. Run returns once the last worker is reaped.
 //
 // DRAIN_TIMEOUT defaults to 25 s so that the whole sequence ends inside ECS's
@@ -20,8 +20,7 @@ func (s *Supervisor) beginStop(reason string, now time.Time) {
 	}
 	s.stopping = true
 	s.stopReason = reason
-	s.reloadQueue = nil
-	s.reloadPending = false
+	s.reloadFailed() // cut short; a step under way finishes or fails uncounted
 	for _, sl := range s.slots {
 		sl.retryAt = time.Time{}
 	}
@@ -36,10 +35,7 @@ func (s *Supervisor) beginStop(reason string, now time.Time) {
 // drainAll is step 3.
 func (s *Supervisor) drainAll(now time.Time) {
 	s.drainAt = time.Time{}
-	if r := s.replacing; r != nil {
-		s.replacing = nil
-		s.counters.reloadResult(r, "failure")
-	}
+	s.replacing = nil
 	s.log.Info("stop: draining every worker", "workers", len(s.workers), "drain_timeout", s.cfg.DrainTimeout)
 	for _, w := range s.workersByPid() {
 		s.drain(w, "stop", now)

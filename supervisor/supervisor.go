@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/clusterinit/clusterinit/config"
+	"github.com/clusterinit/clusterinit/limits"
 	"github.com/clusterinit/clusterinit/listeners"
+	"github.com/clusterinit/clusterinit/preload"
 	"github.com/clusterinit/clusterinit/procsample"
 	"github.com/clusterinit/clusterinit/signals"
 )
@@ -40,26 +43,43 @@ type Options struct {
 	// Sampler reads the workers' CPU and memory; nil turns sampling off.
 	Sampler *procsample.Sampler
 
+	// Limits are the task's CPU and memory limits as detected at start:
+	// shown in snapshots, and the base of HEAP_SIZE=auto and MAX_RSS=auto.
+	Limits limits.Limits
+
+	// OOMKills, when set, reads the OOM killer's kill counter of the
+	// memory cgroup the workers are in (limits.Detector.OOMKills): a worker
+	// that dies of a SIGKILL clusterinit did not send while it rose was
+	// killed for memory.
+	OOMKills func() (int64, error)
+
+	// UserHeapSize: the user gave --max-old-space-size (NODE_OPTIONS or the
+	// command line), which HEAP_SIZE never overrides.
+	UserHeapSize bool
+
 	// Headroom, when set, returns how many bytes of memory the container
 	// can still use; recycling starts a replacement first only if a worker
 	// of the current size fits.
 	Headroom func() (int64, error)
+
+	// Procs starts and signals workers; nil forks real ones. Unit tests of
+	// the fleet's logic set a fake.
+	Procs Procs
 }
 
 // Supervisor is the fleet. Create it with New and call Run once.
 type Supervisor struct {
-	opt  Options
-	cfg  *config.Config
-	log  *slog.Logger
-	env  []string // the environment every worker starts from
-	cred string   // "uid:gid" for the exec shim, or "-"
+	opt   Options
+	cfg   *config.Config
+	log   *slog.Logger
+	procs Procs
 
 	stdout, stderr *LineWriter    // shared by prefixed worker output and the logger
 	copiers        sync.WaitGroup // running WORKER_LOG_PREFIX copies, flushed before Run returns
 	selfExe        os.FileInfo    // clusterinit's executable, to tell a worker still in the shim
 
 	slots   []*slot
-	workers map[int]*worker // by pid: every live worker, current, next or draining
+	workers map[int]*worker // by pid: every live worker, current, pending or draining
 
 	msgs  chan message
 	reqs  chan request
@@ -73,15 +93,23 @@ type Supervisor struct {
 	exitCode   int
 
 	// Replacement (reload, recycle, scale-down): at most one at a time.
-	reloadQueue   []int // slots still to reload
-	reloadPending bool  // another reload was asked for during this one
-	replacing     *replacement
+	reloadQueue     []int // slots still to reload; nil: no reload under way
+	reloadPending   bool  // another reload was asked for during this one
+	replacing       *replacement
+	recycleFailures int       // consecutive failed recycles, for backoff
+	recycleRetryAt  time.Time // no recycle starts before this
 
-	failedStarts int // consecutive, all slots together
+	failedStarts int   // consecutive, all slots together
+	oomKills     int64 // the OOM kill counter at its last reading
+	oomWarned    bool  // said once that it cannot be read
 	counters     counters
 	snapshot     atomic.Pointer[Snapshot]
-	pingSeq      int64
+	pingSeq      uint64
 	lastSample   time.Time
+
+	scrapeReqs chan scrapeRequest
+	scrapes    map[uint64]*Scrape // /metrics/app scrapes under way, by seq
+	scrapeSeq  uint64
 
 	sampleReqs    chan sampleRequest
 	sampleResults chan sampleResult
@@ -91,9 +119,9 @@ type Supervisor struct {
 // counters are the fleet's monotonic totals, exported in snapshots.
 type counters struct {
 	starts   uint64
-	exits    map[string]uint64 // crash, stopped, killed
-	recycles map[string]uint64 // rss, cpu, age, hang, reload, scale
-	reloads  map[string]uint64 // success, failure
+	exits    map[ExitReason]uint64
+	recycles map[RecycleReason]uint64
+	reloads  map[ReloadResult]uint64
 	orphans  uint64
 }
 
@@ -113,21 +141,22 @@ func New(opt Options) *Supervisor {
 		reqs:    make(chan request, 8),
 		done:    make(chan struct{}),
 
+		scrapeReqs:    make(chan scrapeRequest),
+		scrapes:       map[uint64]*Scrape{},
 		sampleReqs:    make(chan sampleRequest, 1),
 		sampleResults: make(chan sampleResult, 1),
-		cred:          "-",
 		stdout:        opt.Stdout,
 		stderr:        opt.Stderr,
 		counters: counters{
-			exits:    map[string]uint64{},
-			recycles: map[string]uint64{},
-			reloads:  map[string]uint64{},
+			exits:    map[ExitReason]uint64{},
+			recycles: map[RecycleReason]uint64{},
+			reloads:  map[ReloadResult]uint64{},
 		},
 	}
-	if u := opt.Config.User; u.Set {
-		s.cred = uidGid(u.UID, u.GID)
+	s.procs = opt.Procs
+	if s.procs == nil {
+		s.procs = newForker(opt, &s.copiers)
 	}
-	s.env = baseEnv(os.Environ(), opt.NodeOptions)
 	s.selfExe, _ = os.Stat(opt.Self) // nil: workers are never taken for the shim
 	for i := 0; i < opt.Workers; i++ {
 		s.slots = append(s.slots, &slot{index: i})
@@ -159,16 +188,19 @@ func (s *Supervisor) Reload() error {
 // Run starts the workers and supervises them until a stop completes; it
 // returns clusterinit's exit status.
 func (s *Supervisor) Run() int {
+	// Every worker is forked from this goroutine, and its parent-death
+	// signal fires when the forking OS thread exits: pin the loop to one
+	// thread, which then lives as long as the loop (see dieWithParent).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer close(s.done)
 	s.timer = time.NewTimer(time.Hour)
 	defer s.timer.Stop()
 	if s.samplingEnabled() {
 		go s.runSampler()
 	}
-	now := time.Now()
-	for _, sl := range s.slots {
-		sl.current = s.start(sl, now)
-	}
+	s.oomKills, _ = s.readOOMKills() // the baseline, before any worker exists
+	s.startAll(time.Now())
 	for !s.finished() {
 		s.armTimer(time.Now())
 		select {
@@ -180,6 +212,8 @@ func (s *Supervisor) Run() int {
 			s.onMessage(m, time.Now())
 		case req := <-s.reqs:
 			req.reply <- s.onRequest(req, time.Now())
+		case req := <-s.scrapeReqs:
+			s.onScrape(req, time.Now())
 		case r := <-s.sampleResults:
 			s.onSample(r)
 		case <-s.timer.C:
@@ -189,6 +223,13 @@ func (s *Supervisor) Run() int {
 	}
 	s.flushOutput()
 	return s.exitCode
+}
+
+// startAll starts the first worker of every slot.
+func (s *Supervisor) startAll(now time.Time) {
+	for _, sl := range s.slots {
+		sl.current = s.start(sl, now)
+	}
 }
 
 // outputFlushTimeout bounds how long Run waits for prefixed output after the
@@ -218,9 +259,13 @@ func (s *Supervisor) finished() bool {
 }
 
 // start forks a new worker for sl now, or, if that fails, schedules a retry
-// as for a crash.
+// as for a crash. Once stopping (a failed start may just have given up),
+// nothing is started.
 func (s *Supervisor) start(sl *slot, now time.Time) *worker {
 	sl.retryAt = time.Time{}
+	if s.stopping {
+		return nil
+	}
 	w, err := s.spawn(sl.index, now)
 	if err != nil {
 		s.log.Error("start worker", "slot", sl.index, "err", err)
@@ -277,16 +322,22 @@ func (s *Supervisor) onExit(ex signals.Exit, now time.Time) {
 	status := describeStatus(ex.Status)
 
 	requested := w.state == draining
-	reason := "crash"
+	wasHandingOver := w.handingOver()
+	oom := s.oomKilled(w, ex.Status)
+	reason := ExitCrash
 	switch {
+	case oom:
+		reason = ExitOOM
 	case w.killed:
-		reason = "killed"
+		reason = ExitKilled
 	case requested:
-		reason = "stopped"
+		reason = ExitStopped
 	}
 	s.counters.exits[reason]++
 	attrs := []any{"slot", w.slot, "pid", w.pid, "status", status, "uptime", uptime, "reason", reason}
 	switch {
+	case oom:
+		s.log.Error("worker killed by the kernel's OOM killer: the task ran out of memory", append(attrs, s.oomFigures(w)...)...)
 	case requested && w.killed:
 		s.log.Warn("worker killed: it did not exit within DRAIN_TIMEOUT", attrs...)
 	case requested && !cleanStop(ex.Status, s.cfg.StopSignal.Sys()):
@@ -304,6 +355,9 @@ func (s *Supervisor) onExit(ex signals.Exit, now time.Time) {
 	if r := s.replacing; r != nil && (r.old == w || r.new == w) {
 		s.replacementExited(r, w, now)
 	}
+	if wasHandingOver {
+		s.advance(now) // the next reload step waited for this handover
+	}
 	if sl == nil {
 		s.releaseSlotIfIdle(w.slot)
 		return
@@ -316,10 +370,19 @@ func (s *Supervisor) onExit(ex signals.Exit, now time.Time) {
 	if sl.current == w {
 		sl.current = nil
 	}
-	if sl.next == w {
-		sl.next = nil
+	if !s.vacant(sl) || !sl.retryAt.IsZero() {
+		return
 	}
-	if sl.current != nil || sl.next != nil || !sl.retryAt.IsZero() {
+	if oom {
+		// Memory, not the release, is at fault: no failed start (a fleet
+		// short of memory must not give up), but the backoff still grows
+		// while the slot keeps dying young.
+		if w.readyAt.IsZero() || uptime < s.cfg.MinUptime {
+			sl.crashes++
+		} else {
+			sl.crashes = 1
+		}
+		s.scheduleRestart(sl, now)
 		return
 	}
 	if w.readyAt.IsZero() || uptime < s.cfg.MinUptime {
@@ -353,7 +416,7 @@ func (s *Supervisor) onSignal(sig syscall.Signal, now time.Time) {
 	default:
 		s.log.Debug("forwarding signal", "signal", config.SignalName(sig))
 		for _, w := range s.workers {
-			if err := w.signalGroup(sig); err != nil {
+			if err := s.signal(w, sig); err != nil {
 				s.log.Warn("forward signal", "signal", config.SignalName(sig), "slot", w.slot, "pid", w.pid, "err", err)
 			}
 		}
@@ -378,21 +441,38 @@ func (s *Supervisor) onMessage(m message, now time.Time) {
 		return
 	}
 	w.execed = true
-	switch m.kind {
-	case msgReady:
+	switch m.Kind {
+	case preload.KindReady:
 		s.markReady(w, "message", now)
-	case msgListening:
+	case preload.KindListening:
 		if s.cfg.Ready == config.ReadyAuto {
 			s.markReady(w, "listening", now)
 		}
-	case msgPong:
+	case preload.KindPong:
 		s.onPong(w, m, now)
+	case preload.KindMetrics:
+		s.onMetrics(w, m)
+	case preload.KindDenied:
+		s.onDenied(w, m, now)
 	}
+}
+
+// onDenied: the worker may not listen on its socket under Node's permission
+// model. Every restart would fail the same way, so clusterinit stops with
+// one line naming the fix rather than crash-loop to MAX_FAILED_STARTS.
+func (s *Supervisor) onDenied(w *worker, m message, now time.Time) {
+	if s.stopping {
+		return
+	}
+	s.log.Error("giving up: Node's permission model denies the worker its listening socket; add --allow-net to the node command or NODE_OPTIONS",
+		"slot", w.slot, "pid", w.pid, "permission", m.Permission)
+	s.exitCode = 1
+	s.beginStop("gave up", now)
 }
 
 // markReady moves a starting worker to ready.
 func (s *Supervisor) markReady(w *worker, how string, now time.Time) {
-	if w.state != starting {
+	if w.state != starting || w.timedOut {
 		return
 	}
 	w.state = ready
@@ -417,89 +497,6 @@ func (s *Supervisor) checkProven(w *worker, now time.Time) {
 	}
 }
 
-// onTimer handles every deadline that has passed.
-func (s *Supervisor) onTimer(now time.Time) {
-	if s.stopping && !s.drainAt.IsZero() && !now.Before(s.drainAt) {
-		s.drainAll(now)
-	}
-	for _, w := range s.workersByPid() {
-		switch w.state {
-		case starting:
-			if !w.readyBy.IsZero() && !now.Before(w.readyBy) {
-				s.log.Error("worker not ready within READY_TIMEOUT: killing it", "slot", w.slot, "pid", w.pid, "ready_timeout", s.cfg.ReadyTimeout)
-				w.readyAt = time.Time{}
-				w.readyBy = time.Time{}
-				w.signalGroup(syscall.SIGKILL)
-			}
-		case ready:
-			s.checkProven(w, now)
-		case draining:
-			s.resignalAfterShim(w, now)
-			if !w.killed && !now.Before(w.killAt) {
-				s.log.Warn("drain deadline passed: killing worker", "slot", w.slot, "pid", w.pid, "drain_timeout", s.cfg.DrainTimeout)
-				w.killed = true
-				w.signalGroup(syscall.SIGKILL)
-			}
-		}
-	}
-	if s.stopping {
-		return
-	}
-	for _, sl := range s.slots {
-		if !sl.retryAt.IsZero() && !now.Before(sl.retryAt) && sl.current == nil && sl.next == nil {
-			sl.current = s.start(sl, now)
-		}
-	}
-	s.checkAges(now)
-	s.sample(now)
-}
-
-// armTimer sets the timer to the earliest pending deadline.
-func (s *Supervisor) armTimer(now time.Time) {
-	next := now.Add(time.Hour)
-	earlier := func(t time.Time) {
-		if !t.IsZero() && t.Before(next) {
-			next = t
-		}
-	}
-	if s.stopping {
-		earlier(s.drainAt)
-	}
-	for _, w := range s.workers {
-		switch w.state {
-		case starting:
-			earlier(w.readyBy)
-		case ready:
-			if !w.proven {
-				earlier(w.startedAt.Add(s.cfg.MinUptime))
-			}
-			if d := s.ageDeadline(w); d.After(now) {
-				earlier(d)
-			}
-		case draining:
-			if !w.killed {
-				earlier(w.killAt)
-				earlier(w.resignalAt)
-			}
-		}
-	}
-	if !s.stopping {
-		for _, sl := range s.slots {
-			earlier(sl.retryAt)
-		}
-		if s.samplingEnabled() {
-			earlier(s.lastSample.Add(s.cfg.SampleEvery))
-		}
-	}
-	if !s.timer.Stop() {
-		select {
-		case <-s.timer.C:
-		default:
-		}
-	}
-	s.timer.Reset(max(next.Sub(now), 0))
-}
-
 // workersByPid lists live workers in a stable order, for deterministic logs.
 func (s *Supervisor) workersByPid() []*worker {
 	ws := make([]*worker, 0, len(s.workers))
@@ -512,22 +509,81 @@ func (s *Supervisor) workersByPid() []*worker {
 
 // drain asks w to stop: STOP_SIGNAL to its group, the drain message to the
 // preload, and "shutdown" with STOP_MESSAGE; it is killed at DRAIN_TIMEOUT.
+// A worker already draining that is still handing over (below) is told to
+// finish at once and gets its stop signal now: a stop does not wait.
 func (s *Supervisor) drain(w *worker, reason string, now time.Time) {
 	if w.state == draining {
+		if !w.signalAt.IsZero() {
+			w.ipc.send(preload.DrainLine(0))
+			s.sendStop(w, reason, now)
+		}
 		return
 	}
-	w.state = draining
-	w.stopReason = reason
-	w.killAt = now.Add(s.cfg.DrainTimeout)
-	if s.cfg.StopMessage {
-		w.ipc.send(lineShutdown)
+	s.startDrain(w, reason, 0, now)
+}
+
+// handoverWindow is how long a replaced worker takes to hand its keep-alive
+// connections over (at most a quarter of DRAIN_TIMEOUT). A fresh node's p99
+// under 25 keep-alive connections is 4–6× its steady p99 in its first second
+// and back to steady about a second later (docs/benchmarks.md): two seconds
+// let the successor warm up on a few connections before it has them all.
+const handoverWindow = 2 * time.Second
+
+// handOver drains w, whose successor in its slot is ready, gradually: for
+// the handover window the preload keeps serving w's keep-alive connections
+// and closes them one by one, each after a response carrying Connection:
+// close, so that the successor (whose V8 is still cold) takes them over a
+// few at a time instead of all at once; the stop signal, and with it the
+// app's own shutdown code, follows at the end of the window. Only Node
+// workers with the preload hand over, and not a hung one.
+func (s *Supervisor) handOver(w *worker, reason RecycleReason, now time.Time) {
+	window := min(handoverWindow, s.cfg.DrainTimeout/4)
+	if s.opt.NodeOptions == "" || reason == RecycleHang || w.state != ready {
+		window = 0
 	}
+	s.startDrain(w, string(reason), window, now)
+}
+
+// handingOver: a replaced worker is still within its handover window.
+func (s *Supervisor) handingOver() bool {
+	for _, w := range s.workers {
+		if w.handingOver() {
+			return true
+		}
+	}
+	return false
+}
+
+// startDrain moves w to draining: the drain line first (the preload then
+// drains before the app's own 'shutdown' listener runs: both arrive in
+// order on one channel, so whatever that listener closes is closed the
+// drain's way), then, at once or at the end of a handover, the stop.
+func (s *Supervisor) startDrain(w *worker, reason string, handover time.Duration, now time.Time) {
+	w.state = draining
 	if s.opt.NodeOptions != "" {
-		w.ipc.send(lineDrain)
+		w.ipc.send(preload.DrainLine(handover))
+	}
+	if handover > 0 {
+		w.signalAt = now.Add(handover)
+		w.killAt = w.signalAt.Add(s.cfg.DrainTimeout)
+		s.log.Info("draining worker", "slot", w.slot, "pid", w.pid, "reason", reason, "handover", handover,
+			"signal", s.cfg.StopSignal.String())
+		return
 	}
 	s.log.Info("draining worker", "slot", w.slot, "pid", w.pid, "reason", reason, "signal", s.cfg.StopSignal.String())
-	if err := w.signalGroup(s.cfg.StopSignal.Sys()); err != nil {
-		s.log.Warn("drain worker", "slot", w.slot, "pid", w.pid, "err", err)
+	s.sendStop(w, reason, now)
+}
+
+// sendStop sends a draining worker its stop: "shutdown" with STOP_MESSAGE
+// and STOP_SIGNAL to its group; it is killed DRAIN_TIMEOUT later.
+func (s *Supervisor) sendStop(w *worker, reason string, now time.Time) {
+	w.signalAt = time.Time{}
+	w.killAt = now.Add(s.cfg.DrainTimeout)
+	if s.cfg.StopMessage {
+		w.ipc.send(preload.ShutdownLine())
+	}
+	if err := s.signal(w, s.cfg.StopSignal.Sys()); err != nil {
+		s.log.Warn("drain worker", "slot", w.slot, "pid", w.pid, "reason", reason, "err", err)
 	}
 	s.noteStopInShim(w, now)
 }
@@ -535,14 +591,12 @@ func (s *Supervisor) drain(w *worker, reason string, now time.Time) {
 // killAll SIGKILLs every worker's group at once (a second stop signal).
 func (s *Supervisor) killAll(now time.Time) {
 	s.drainAt = time.Time{}
+	s.replacing = nil // as in drainAll: every worker is going
 	for _, w := range s.workersByPid() {
-		if w.state != draining {
-			w.state = draining
-			w.stopReason = "stop"
-		}
+		w.state = draining
 		w.killed = true
 		w.killAt = now
-		w.signalGroup(syscall.SIGKILL)
+		s.signal(w, syscall.SIGKILL)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/clusterinit/clusterinit/preload"
 	"github.com/clusterinit/clusterinit/procsample"
 )
 
@@ -40,10 +41,11 @@ type worker struct {
 	readyAt   time.Time // zero until ready
 	ipc       *channel
 
-	readyBy time.Time // starting: killed and counted as a failed start after this
-	proven  bool      // ran MIN_UPTIME after getting ready: backoff and failed starts reset
+	readyBy  time.Time // starting: killed and counted as a failed start after this
+	timedOut bool      // killed at readyBy: a ready message still on its way changes nothing
+	proven   bool      // ran MIN_UPTIME after getting ready: backoff and failed starts reset
 
-	stopReason string    // why it drains ("stop", "reload", "scale", …); "" unless draining
+	signalAt   time.Time // draining, handing over: the stop signal is sent then
 	killAt     time.Time // draining: SIGKILL after this
 	killed     bool      // SIGKILLed by clusterinit
 	execed     bool      // it sent a message, so it runs the command, not the shim
@@ -51,35 +53,21 @@ type worker struct {
 
 	// Figures sampled for status and recycling.
 	lastUsage    procsample.Usage
+	peakRSS      int64 // the most lastUsage.RSSBytes has been, for an OOM kill's log line
 	sampledAt    time.Time
-	rssOverSince time.Time // over MAX_RSS since (zero: under)
-	cpuOverSince time.Time // over MAX_CPU since (zero: under)
-	lastBeat     time.Time // last heartbeat answer
-	ageJitter    time.Duration
-	rssBytes     int64
+	rssOverSince time.Time       // over MAX_RSS since (zero: under)
+	cpuOverSince time.Time       // over MAX_CPU since (zero: under)
+	lastBeat     time.Time       // last heartbeat answer
+	beat         preload.Message // what it said: event loop, heap, GC
+	ageJitter    time.Duration   // taken off MAX_AGE for this worker
+	requestLimit uint64          // MAX_REQUESTS less this worker's jitter; 0: off
 	cpuRatio     float64
-	cpuSeconds   float64
-	eventLoopP99 float64
-}
-
-// signalGroup sends sig to the worker's whole process group (the worker is
-// its leader), so that children it started get it too.
-func (w *worker) signalGroup(sig syscall.Signal) error {
-	err := unix.Kill(-w.pid, sig)
-	if err == unix.ESRCH {
-		return nil // exited, not reaped yet or its group is empty
-	}
-	if err != nil {
-		return fmt.Errorf("signal process group %d: %w", w.pid, err)
-	}
-	return nil
 }
 
 // slot is one position of the fleet; its index is CLUSTERINIT_WORKER.
 type slot struct {
 	index    int
 	current  *worker   // starting or ready worker serving this slot; nil while empty
-	next     *worker   // replacement being started while current still serves
 	crashes  int       // consecutive failed starts of this slot, for backoff
 	restarts int       // workers started in this slot after the first
 	started  bool      // a first worker was started
@@ -120,3 +108,7 @@ func cleanStop(ws unix.WaitStatus, stopSignal syscall.Signal) bool {
 	}
 	return ws.Signaled() && ws.Signal() == stopSignal
 }
+
+// handingOver: w is draining but still inside its handover window (its stop
+// signal is yet to come).
+func (w *worker) handingOver() bool { return w.state == draining && !w.signalAt.IsZero() }

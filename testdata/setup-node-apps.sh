@@ -3,9 +3,18 @@
 # clusterinit (apps_test.go):
 #
 #   testdata/express   npm ci
+#   testdata/promclient npm ci (prom-client 15 for the /metrics/app tests;
+#                      promclient/v13 and v14: the older lines)
 #   testdata/nextjs    npm ci, next build (output: 'standalone'), then the
 #                      static assets copied into .next/standalone as Next's
 #                      docs say for standalone deployments
+#
+# and the framework apps of frameworks_test.go, each built as its docs say
+# for production:
+#
+#   testdata/fastify, testdata/koa, testdata/hapi   npm ci
+#   testdata/nestjs      npm ci, npm run build (tsc) -> dist/main.js
+#   testdata/sveltekit   npm ci, npm run build (vite, adapter-node) -> build/
 #
 # Idempotent: each step records a hash of its inputs (and of the Node version
 # and platform) and is skipped while they are unchanged. Everything comes from
@@ -90,8 +99,61 @@ build_next() {
   echo "setup-node-apps: $dir: next build took $(ms_since "$t0") ms"
 }
 
+# build_app DIR OUTPUT SOURCE...: npm run build in DIR unless OUTPUT (a file
+# the build writes) exists and the sources and dependencies are unchanged
+# since the last build.
+build_app() {
+  local dir=$1 out=$2 stamp want t0 sources
+  shift 2
+  stamp="$dir/$(dirname "$out")/.clusterinit-build.stamp"
+  mapfile -t sources < <(cd "$dir" && find "$@" package.json package-lock.json \
+    -type f 2>/dev/null | LC_ALL=C sort | sed "s|^|$dir/|")
+  want=$(hash_of "${sources[@]}" "$dir/node_modules/.clusterinit-setup.stamp")
+  if [ -f "$dir/$out" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    echo "setup-node-apps: $dir: build up to date"
+    return
+  fi
+  t0=$(date +%s%N)
+  echo "setup-node-apps: $dir: npm run build"
+  (cd "$dir" && npm run --silent build)
+  if [ ! -f "$dir/$out" ]; then
+    echo "setup-node-apps: $dir: npm run build wrote no $out" >&2
+    exit 1
+  fi
+  echo "$want" >"$stamp"
+  echo "setup-node-apps: $dir: npm run build took $(ms_since "$t0") ms"
+}
+
+# With arguments, only those apps' dependencies (a package's tests that need
+# one app call it so).
+if [ $# -gt 0 ]; then
+  for app in "$@"; do install "$app"; done
+  exit 0
+fi
+
 install express
 install nextjs
 build_next nextjs
+install promclient
+install promclient/v13
+install promclient/v14
+
+# ---- the framework apps (frameworks_test.go) ----
+install fastify
+install koa
+install hapi
+install nestjs
+build_app nestjs dist/main.js src tsconfig.json tsconfig.build.json
+# SvelteKit 3 and Vite 8 build on Node >= 22.17 only: under an older node,
+# build with Node 26 from npm (fetch-node.sh). The built server is plain
+# JavaScript; the tests run it on each Node line they cover.
+(
+  if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 22 || (a === 22 && b >= 17) ? 0 : 1)'; then
+    PATH="$(bash "$here/fetch-node.sh" 26):$PATH"
+    echo "setup-node-apps: sveltekit: node $(node --version) from npm for the build"
+  fi
+  install sveltekit
+  build_app sveltekit build/index.js src vite.config.js
+)
 
 echo "setup-node-apps: done in $(ms_since "$t_all") ms"

@@ -1,6 +1,9 @@
 // A worker that misbehaves on request, for the recycling tests. It serves
 // like testdata/apps/http.js and, depending on HOG:
-//   leak       grows by LEAK_MB every 100 ms up to LEAK_MAX_MB (default 10 MB/s, unbounded)
+//   leak       grows by LEAK_MB of Buffers (native memory, outside the V8 heap)
+//              every 100 ms up to LEAK_MAX_MB (default 10 MB/s, unbounded)
+//   heapleak   grows its V8 heap by about LEAK_MB of live objects every 100 ms
+//              (default 10 MB/s) until V8 gives up at its heap limit
 //   child      starts a child process that holds CHILD_MB of memory for CHILD_MS (forever if unset)
 //   burn       keeps one core busy (in slices, so it still answers requests)
 //   burn30     keeps about 30% of a core busy
@@ -8,7 +11,9 @@
 const http = require('http');
 const { spawn } = require('child_process');
 
-const hog = process.env.HOG || '';
+// HOG_SLOT=N: only worker N misbehaves; the others just serve.
+const slot = process.env.HOG_SLOT;
+const hog = slot === undefined || slot === process.env.CLUSTERINIT_WORKER ? process.env.HOG || '' : '';
 const held = [];
 const touch = (mb) => {
   const b = Buffer.alloc(mb << 20);
@@ -27,6 +32,13 @@ server.listen(process.env.PORT || 3000, () => {
     const max = Number(process.env.LEAK_MAX_MB || 1e9);
     let total = 0;
     setInterval(() => { if (total < max) { touch(step); total += step; } }, 100);
+  }
+  if (hog === 'heapleak') {
+    const step = Number(process.env.LEAK_MB || 1);
+    setInterval(() => {
+      // About 1 MB per 10,000 small objects with a string each.
+      for (let n = 0; n < step * 10000; n++) held.push({ n, s: 'x' + n });
+    }, 100);
   }
   if (hog === 'child') {
     const mb = Number(process.env.CHILD_MB || 100);

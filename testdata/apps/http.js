@@ -1,6 +1,7 @@
 // Plain http server with no signal handler of its own: GET /slow?ms=N answers
 // after N ms (&flush=1 sends the headers first, &block=1 busy-waits instead),
-// GET /env shows the environment the app and its children see.
+// GET /env shows the environment the app and its children see, GET
+// /timeouts?ms=N the keep-alive timeouts in force N ms later.
 const http = require('http');
 const { execFileSync } = require('child_process');
 const v8 = require('v8');
@@ -17,6 +18,14 @@ const server = http.createServer((req, res) => {
     });
   }
   const ms = Number(url.searchParams.get('ms') || 0);
+  if (url.pathname === '/timeouts') {
+    // After ms: the keep-alive timeouts in force then (during a drain).
+    console.log('slow-start');
+    return setTimeout(
+      () => reply({ keepAliveTimeout: server.keepAliveTimeout, keepAliveTimeoutBuffer: server.keepAliveTimeoutBuffer }),
+      ms,
+    );
+  }
   if (url.pathname === '/slow') {
     console.log('slow-start');
     if (url.searchParams.get('flush')) res.flushHeaders();
@@ -32,6 +41,8 @@ const server = http.createServer((req, res) => {
 
 // As Next.js standalone does; behind an ALB this is often 65 s.
 if (process.env.KEEP_ALIVE_TIMEOUT) server.keepAliveTimeout = Number(process.env.KEEP_ALIVE_TIMEOUT);
+// Node 22.20/24.6+: the margin Node adds to keepAliveTimeout before closing.
+if (process.env.KEEP_ALIVE_TIMEOUT_BUFFER) server.keepAliveTimeoutBuffer = Number(process.env.KEEP_ALIVE_TIMEOUT_BUFFER);
 
 // Like most real apps, something besides the server keeps it running (a
 // pool, a metrics timer): stopping it takes more than closing the server.

@@ -39,7 +39,7 @@ const garbage = [
   '\n',
   '{"type":\n',
   '[1,2,3]\n',
-  '"' + 'x'.repeat(100 << 10) + '"\n', // over clusterinit's 64 KiB line limit
+  '"' + 'x'.repeat(17 << 20) + '"\n', // over clusterinit's 16 MiB line limit
   '{"cmd":"NODE_CLUSTERINIT","event":"pong","seq":"x"}\n',
   '\u0000\u0001\u00ff}{\n',
 ];
