@@ -45,11 +45,15 @@ func reloadFramework(t *testing.T, fw framework, bin string) {
 	p, url, before, hooks := startFramework(t, fw, bin)
 	l := startLoadBody(t, url+"/", 8, true, jsonBody)
 	l.waitRequests(200)
+	// The slow request is answered once the test creates release, which
+	// it does when the request's worker is draining: in flight during its
+	// drain by construction, however long the reload takes to reach it.
+	release := filepath.Join(t.TempDir(), "release")
 	slow := make(chan slowAnswer, 1)
 	go func() {
 		client := http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		var a slowAnswer
-		a.r, a.err = getWhoami(&client, url+"/slow?ms=6000")
+		a.r, a.err = getWhoami(&client, url+"/slow?ms=30000&until="+release)
 		for _, d := range p.logsWith("draining worker") {
 			if num(d, "pid") == a.r.PID {
 				a.drainingFirst = true
@@ -57,11 +61,29 @@ func reloadFramework(t *testing.T, fw framework, bin string) {
 		}
 		slow <- a
 	}()
+	var slowPID int
 	waitFor(t, 10*time.Second, "the slow request to reach a worker", func() bool {
-		return strings.Contains(p.stdout.String(), "slow request in pid")
+		out := p.stdout.String()
+		i := strings.Index(out, "slow request in pid ")
+		if i < 0 {
+			return false
+		}
+		_, err := fmt.Sscanf(out[i:], "slow request in pid %d", &slowPID)
+		return err == nil
 	})
 	l.mark()
 	p.signal(syscall.SIGHUP)
+	waitFor(t, 60*time.Second, "the slow request's worker to drain", func() bool {
+		for _, d := range p.logsWith("draining worker") {
+			if num(d, "pid") == slowPID {
+				return true
+			}
+		}
+		return false
+	})
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p.waitLog("rolling reload done", 1, 120*time.Second)
 	l.mark()
 	l.waitRequests(200)

@@ -8,13 +8,20 @@ const Fastify = require('fastify');
 
 const app = Fastify({ logger: false });
 
+// Waits ms (default 1000), or less: until the file named by until exists
+// (the tests create it once this worker is draining).
+async function slowWait(ms, until) {
+  const end = Date.now() + (Number(ms) || 1000);
+  while (Date.now() < end && !(until && fs.existsSync(until))) await sleep(20);
+}
+
 const whoami = async () => ({ worker: process.env.CLUSTERINIT_WORKER, pid: process.pid });
 app.get('/', whoami);
 app.post('/', whoami);
 // A slow answer, for a request in flight during a drain.
 app.get('/slow', async (req) => {
   console.log(`slow request in pid ${process.pid}`);
-  await sleep(Number(req.query.ms) || 1000);
+  await slowWait(req.query.ms, req.query.until);
   return whoami();
 });
 

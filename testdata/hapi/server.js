@@ -6,6 +6,13 @@ const fs = require('node:fs');
 const { setTimeout: sleep } = require('node:timers/promises');
 const Hapi = require('@hapi/hapi');
 
+// Waits ms (default 1000), or less: until the file named by until exists
+// (the tests create it once this worker is draining).
+async function slowWait(ms, until) {
+  const end = Date.now() + (Number(ms) || 1000);
+  while (Date.now() < end && !(until && fs.existsSync(until))) await sleep(20);
+}
+
 const whoami = () => ({ worker: process.env.CLUSTERINIT_WORKER, pid: process.pid });
 
 async function main() {
@@ -17,7 +24,7 @@ async function main() {
     path: '/slow',
     handler: async (req) => {
       console.log(`slow request in pid ${process.pid}`);
-      await sleep(Number(req.query.ms) || 1000);
+      await slowWait(req.query.ms, req.query.until);
       return whoami();
     },
   });

@@ -8,11 +8,18 @@ const Koa = require('koa');
 
 const app = new Koa();
 
+// Waits ms (default 1000), or less: until the file named by until exists
+// (the tests create it once this worker is draining).
+async function slowWait(ms, until) {
+  const end = Date.now() + (Number(ms) || 1000);
+  while (Date.now() < end && !(until && fs.existsSync(until))) await sleep(20);
+}
+
 app.use(async (ctx) => {
   if (ctx.path === '/slow') {
     // A slow answer, for a request in flight during a drain.
     console.log(`slow request in pid ${process.pid}`);
-    await sleep(Number(ctx.query.ms) || 1000);
+    await slowWait(ctx.query.ms, ctx.query.until);
   } else if (ctx.path !== '/') {
     ctx.status = 404;
     return;
