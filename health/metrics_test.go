@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"math/rand/v2"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,6 +160,25 @@ func TestMetrics(t *testing.T) {
 	// the zero-valued reasons to them.
 	if len(snap.Exits) != 1 || len(snap.Reloads) != 1 || snap.Workers[0].Pid != 101 {
 		t.Errorf("rendering /metrics changed the snapshot: %+v", snap)
+	}
+}
+
+// Every family /metrics serves is named in the README's Health server
+// section, so an operator can find what each one is.
+func TestMetricsNamedInREADME(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, Options{Fleet: newFleet(twoReady()), Version: "1"})
+	fams := parseMetrics(t, do(t, "GET", "http://"+s.Addr()+"/metrics").body)
+	if len(fams) < 15 {
+		t.Fatalf("only %d families on /metrics", len(fams))
+	}
+	for name := range fams {
+		if !bytes.Contains(readme, []byte("`"+name)) {
+			t.Errorf("README.md does not name the metric %s", name)
+		}
 	}
 }
 
