@@ -51,9 +51,9 @@ func reloadFramework(t *testing.T, fw framework, bin string) {
 	release := filepath.Join(t.TempDir(), "release")
 	slow := make(chan slowAnswer, 1)
 	go func() {
-		client := http.Client{Timeout: 40 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		client := http.Client{Timeout: 150 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 		var a slowAnswer
-		a.r, a.err = getWhoami(&client, url+"/slow?ms=30000&until="+release)
+		a.r, a.err = getWhoami(&client, url+"/slow?ms=120000&until="+release)
 		for _, d := range p.logsWith("draining worker") {
 			if num(d, "pid") == a.r.PID {
 				a.drainingFirst = true
@@ -94,7 +94,7 @@ func reloadFramework(t *testing.T, fw framework, bin string) {
 	var a slowAnswer
 	select {
 	case a = <-slow:
-	case <-time.After(40 * time.Second):
+	case <-time.After(150 * time.Second):
 		t.Fatal("the slow request sent before the reload got no answer")
 	}
 	switch {

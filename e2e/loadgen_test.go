@@ -58,7 +58,8 @@ type reply struct {
 }
 
 // startLoad starts conns clients against url, with keep-alive connections or
-// a new connection per request. It stops by itself after a minute at most.
+// a new connection per request. It stops by itself after five minutes at
+// most (beyond the longest wait for a reload), or when the test ends.
 func startLoad(t *testing.T, url string, conns int, keepAlive bool) *load {
 	return startLoadBody(t, url, conns, keepAlive, textBody)
 }
@@ -66,7 +67,7 @@ func startLoad(t *testing.T, url string, conns int, keepAlive bool) *load {
 // startLoadBody is startLoad with POSTs carrying body.
 func startLoadBody(t *testing.T, url string, conns int, keepAlive bool, body postBody) *load {
 	l := &load{t: t, stop: make(chan struct{}), pids: map[int]int{}, body: body}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for i := 0; i < conns; i++ {
 		tr := &http.Transport{
 			DisableKeepAlives: !keepAlive,

@@ -24,7 +24,9 @@ func alive(pid int) bool {
 
 // SIGKILL of clusterinit when it is not PID 1 (under an init, in a
 // terminal, in a test) leaves no worker behind: each dies of its
-// parent-death signal at once, and the port is free within a second.
+// parent-death signal at once, and the port is free soon after (waited
+// for up to 10 s, for a loaded machine; without the signal the workers
+// would never go).
 func TestNoWorkerOutlivesAKilledClusterinit(t *testing.T) {
 	for _, mode := range []string{"shared", "reuseport"} {
 		t.Run(mode, func(t *testing.T) {
@@ -43,7 +45,7 @@ func TestNoWorkerOutlivesAKilledClusterinit(t *testing.T) {
 			p.signal(syscall.SIGKILL)
 			p.wait(5 * time.Second)
 			var left []int
-			waitFor(t, time.Second, "every worker to die with clusterinit", func() bool {
+			waitFor(t, 10*time.Second, "every worker to die with clusterinit", func() bool {
 				left = left[:0]
 				for _, pid := range pids {
 					if alive(pid) {
@@ -52,9 +54,8 @@ func TestNoWorkerOutlivesAKilledClusterinit(t *testing.T) {
 				}
 				return len(left) == 0
 			})
-			gone := time.Since(killed)
 			var ln net.Listener
-			waitFor(t, time.Second-gone, "port "+port+" to be free", func() bool {
+			waitFor(t, 10*time.Second, "port "+port+" to be free", func() bool {
 				var err error
 				ln, err = net.Listen("tcp", ":"+port)
 				return err == nil
