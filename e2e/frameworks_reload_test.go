@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,9 +44,7 @@ func reloadFramework(t *testing.T, fw framework, bin string) {
 	p, url, before, hooks := startFramework(t, fw, bin)
 	l := startLoadBody(t, url+"/", 8, true, jsonBody)
 	l.waitRequests(200)
-	// The slow request is answered once the test creates release, which
-	// it does when the request's worker is draining: in flight during its
-	// drain by construction, however long the reload takes to reach it.
+	// Answered once released, when its worker drains (releaseWhenDraining).
 	release := filepath.Join(t.TempDir(), "release")
 	slow := make(chan slowAnswer, 1)
 	go func() {
@@ -61,29 +58,10 @@ func reloadFramework(t *testing.T, fw framework, bin string) {
 		}
 		slow <- a
 	}()
-	var slowPID int
-	waitFor(t, 10*time.Second, "the slow request to reach a worker", func() bool {
-		out := p.stdout.String()
-		i := strings.Index(out, "slow request in pid ")
-		if i < 0 {
-			return false
-		}
-		_, err := fmt.Sscanf(out[i:], "slow request in pid %d", &slowPID)
-		return err == nil
-	})
+	slowPID := loggedPID(t, p, "slow request in pid")
 	l.mark()
 	p.signal(syscall.SIGHUP)
-	waitFor(t, 60*time.Second, "the slow request's worker to drain", func() bool {
-		for _, d := range p.logsWith("draining worker") {
-			if num(d, "pid") == slowPID {
-				return true
-			}
-		}
-		return false
-	})
-	if err := os.WriteFile(release, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	releaseWhenDraining(t, p, slowPID, release)
 	p.waitLog("rolling reload done", 1, 120*time.Second)
 	l.mark()
 	l.waitRequests(200)

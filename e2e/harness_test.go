@@ -299,6 +299,42 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 	testkit.WaitFor(t, timeout, what, cond)
 }
 
+// loggedPID waits for the app's stdout line "<marker> <pid>" (a slow
+// request reaching a worker) and returns that pid.
+func loggedPID(t testing.TB, p *proc, marker string) int {
+	t.Helper()
+	var pid int
+	waitFor(t, 10*time.Second, fmt.Sprintf("%q on the app's stdout", marker), func() bool {
+		out := p.stdout.String()
+		i := strings.Index(out, marker+" ")
+		if i < 0 {
+			return false
+		}
+		_, err := fmt.Sscanf(out[i:], marker+" %d", &pid)
+		return err == nil
+	})
+	return pid
+}
+
+// releaseWhenDraining waits until clusterinit has told worker pid to drain,
+// then creates the file release: a slow request held until then (the test
+// apps' until=) is in flight during that drain by construction, however
+// long the reload takes to reach its worker.
+func releaseWhenDraining(t testing.TB, p *proc, pid int, release string) {
+	t.Helper()
+	waitFor(t, 90*time.Second, fmt.Sprintf("worker %d to drain", pid), func() bool {
+		for _, d := range p.logsWith("draining worker") {
+			if num(d, "pid") == pid {
+				return true
+			}
+		}
+		return false
+	})
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // num reads a JSON number attribute of a log line.
 func num(l map[string]any, key string) int {
 	f, _ := l[key].(float64)

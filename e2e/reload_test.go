@@ -36,10 +36,16 @@ func nodeFleetAt(t testing.TB, workers int, path string, extra ...string) (*proc
 
 // slowRequest starts a request that takes d, and returns its status later.
 func slowRequest(url string, d time.Duration) <-chan string {
+	return slowRequestUntil(url, d, "")
+}
+
+// slowRequestUntil is slowRequest answered sooner once the file release
+// exists (testdata/apps/http.js's until=).
+func slowRequestUntil(url string, d time.Duration, release string) <-chan string {
 	out := make(chan string, 1)
 	go func() {
 		client := &http.Client{Timeout: d + 20*time.Second}
-		resp, err := client.Get(fmt.Sprintf("%s/slow?ms=%d", url, d.Milliseconds()))
+		resp, err := client.Get(fmt.Sprintf("%s/slow?ms=%d&until=%s", url, d.Milliseconds(), release))
 		if err != nil {
 			out <- err.Error()
 			return
@@ -66,12 +72,14 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 			before := readyPids(p.logs())
 			l := startLoad(t, url+"/", 8, c.keepAlive)
 			l.waitRequests(300)
-			slow := slowRequest(url, 3*time.Second)
-			waitFor(t, 5*time.Second, "the slow request in a worker", func() bool {
-				return strings.Contains(p.stdout.String(), "slow-start")
-			})
+			// In flight during its worker's drain by construction: it
+			// ends when released, once that worker drains.
+			release := filepath.Join(t.TempDir(), "release")
+			slow := slowRequestUntil(url, 2*time.Minute, release)
+			slowPID := loggedPID(t, p, "slow-start pid")
 			l.mark()
 			p.signal(syscall.SIGHUP)
+			releaseWhenDraining(t, p, slowPID, release)
 			p.waitLog("rolling reload done", 1, 30*time.Second)
 			l.mark()
 			l.waitRequests(300)

@@ -1,7 +1,9 @@
 // Plain http server with no signal handler of its own: GET /slow?ms=N answers
-// after N ms (&flush=1 sends the headers first, &block=1 busy-waits instead),
+// after N ms (&flush=1 sends the headers first, &block=1 busy-waits instead,
+// &until=FILE answers sooner once FILE exists),
 // GET /env shows the environment the app and its children see, GET
 // /timeouts?ms=N the keep-alive timeouts in force N ms later.
+const fs = require('fs');
 const http = require('http');
 const { execFileSync } = require('child_process');
 const v8 = require('v8');
@@ -27,14 +29,17 @@ const server = http.createServer((req, res) => {
     );
   }
   if (url.pathname === '/slow') {
-    console.log('slow-start');
+    console.log(`slow-start pid ${process.pid}`);
     if (url.searchParams.get('flush')) res.flushHeaders();
     if (url.searchParams.get('block')) {
       const end = Date.now() + ms;
       while (Date.now() < end);
       return reply({ blocked: ms });
     }
-    return setTimeout(() => reply({ slept: ms }), ms);
+    const until = url.searchParams.get('until');
+    const end = Date.now() + ms;
+    const poll = () => (Date.now() >= end || (until && fs.existsSync(until)) ? reply({ slept: ms }) : setTimeout(poll, 20));
+    return until ? poll() : setTimeout(() => reply({ slept: ms }), ms);
   }
   reply({ worker: process.env.CLUSTERINIT_WORKER, pid: process.pid, port, uid: process.getuid() });
 });
