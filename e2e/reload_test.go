@@ -145,15 +145,20 @@ func TestReloadHandsConnectionsOverGradually(t *testing.T) {
 		// The k-th of n closes at k/n of the window less its 0.5 s tail
 		// (the last one's close goes out before the stop signal): the first
 		// and the last are (n-1)/n of 1.5 s apart. Shared accept spreads
-		// connections unevenly (20 and 2 seen), so a worker may hold only two.
-		if want := 1500 * time.Millisecond * time.Duration(n-1) / time.Duration(n) * 8 / 10; n < 2 || last.Sub(first) < want {
+		// connections unevenly (19 and 1 seen in CI): a worker holding one
+		// shows no spread, but of 20 connections over two workers one
+		// always holds 10 or more, and that one is checked.
+		if n < 2 {
+			continue
+		}
+		if want := 1500 * time.Millisecond * time.Duration(n-1) / time.Duration(n) * 8 / 10; last.Sub(first) < want {
 			t.Errorf("old worker %d ended %d keep-alive connections within %v: want them spread over the 2 s handover's 1.5 s of turns (at least %v apart)",
 				pid, n, last.Sub(first), want)
 		}
 		spread = max(spread, n)
 	}
-	if spread < 3 {
-		t.Errorf("no old worker held 3 connections or more (%d at most): the handover's spread is not shown", spread)
+	if spread < 10 {
+		t.Errorf("no old worker ended 10 connections or more (%d at most): the handover's spread is not shown", spread)
 	}
 	for _, d := range p.logsWith("draining worker") {
 		if h, _ := d["handover"].(float64); time.Duration(h) != 2*time.Second {
