@@ -82,13 +82,15 @@ const kHandedPort = Symbol('clusterinit.handedPort');
 const kClosedByPreload = Symbol('clusterinit.closedByPreload');
 const kCloseEmitted = Symbol('clusterinit.closeEmitted');
 const kDrained = Symbol('clusterinit.drained'); // a server the drain stopped
-const kConns = Symbol('clusterinit.connections'); // an http server's open sockets
-const kServer = Symbol('clusterinit.server'); // a socket's http server
-const kIdleSince = Symbol('clusterinit.idleSince'); // a socket's last response end
-const kBytesAtIdle = Symbol('clusterinit.bytesAtIdle'); // its bytesRead then
-const kInRequest = Symbol('clusterinit.inRequest'); // a request not yet finished
-const kSocket = Symbol('clusterinit.socket'); // a response's socket
-const kRank = Symbol('clusterinit.rank'); // a connection's turn in a handover, 1…n
+const kHTTP = Symbol('clusterinit.http'); // a plain http server: its connections get the drain's grace
+// A socket's idle state, kept only from the drain on (nothing per request or
+// per connection before it): the end of its last response during the drain,
+// its bytesRead then, whether a response of it is ending, its handover turn.
+const kIdleSince = Symbol('clusterinit.idleSince');
+const kBytesAtIdle = Symbol('clusterinit.bytesAtIdle');
+const kInRequest = Symbol('clusterinit.inRequest');
+const kRank = Symbol('clusterinit.rank'); // 1…n
+const kSocket = Symbol('clusterinit.socket'); // an ending response's socket
 
 function noop() {}
 
@@ -101,7 +103,7 @@ const state = {
   servers: new Set(), // every server the preload saw listening and not yet closed
   draining: false,
   drainStartedAt: 0, // Date.now() when the drain began
-  handover: null, // {start, end, n}: the drain's handover window, over n connections
+  handover: null, // {start, end, n, ranked}: the drain's handover window, over n connections
   exitWhenClosed: false,
   exiting: false,
   appSignal: null, // () => whether the app has a listener of its own for the stop signal
@@ -114,7 +116,7 @@ const state = {
   eld: null, // the event-loop delay histogram
   elu: null, // performance.eventLoopUtilization() at the previous pong
   gcMs: 0, // time spent in GC since start, from 'gc' performance entries
-  requests: 0, // HTTP requests received by the worker's servers
+  requests: 0, // HTTP requests the worker's servers answered (response headers written)
   promRegistries: null, // the app's prom-client default registries, once found
   netClose: null, // net.Server.prototype.close before the preload patched it
   closeIdle: null, // http.Server.prototype.closeIdleConnections, unpatched
@@ -126,7 +128,16 @@ if (isMainThread) install();
 
 // Each step stands alone: one that fails leaves the others working.
 function install() {
-  for (const step of [cleanEnv, patchListen, patchClose, patchWriteHead, installStopSignal, installIPC, installRuntime]) {
+  for (const step of [
+    cleanEnv,
+    patchListen,
+    patchClose,
+    patchDestroy,
+    patchResponse,
+    installStopSignal,
+    installIPC,
+    installRuntime,
+  ]) {
     try {
       step();
     } catch {
@@ -287,28 +298,29 @@ function redirect(server, args) {
 }
 
 // Registers the preload's own listeners once per server, before the real
-// listen adds the app's callback. Plain http servers also get their
-// connections tracked, for the drain's grace on idle keep-alive connections
-// (https is left alone: its connections list holds the TLS sockets).
+// listen adds the app's callback. Nothing is added per connection or per
+// request: a 'connection' or 'request' listener of the preload's, and what
+// it kept per socket, cost a new connection 15% more CPU in the worker
+// (docs/benchmarks.md, "The preload's cost per request"). Plain http servers
+// get the drain's grace on idle keep-alive connections (https is left
+// alone: its connections list holds the TLS sockets).
 function watch(server) {
   if (!server || server[kWatched] || typeof server.on !== 'function') return;
   server[kWatched] = true;
   server.on('listening', onListening);
   server.on('close', onClose);
   if (http.Server && server instanceof http.Server && typeof server.closeIdleConnections === 'function') {
-    server[kConns] = new Set();
-    server.on('connection', onConnection);
-    server.on('request', onRequest); // counts the request too: one listener per request
+    server[kHTTP] = true;
   } else {
-    // Other servers that emit 'request' (https, http2's compatibility API).
+    // Other servers that emit 'request': http2's compatibility API, whose
+    // responses are not http.ServerResponse; https's are, and count there.
     server.on('request', countRequest);
   }
 }
 
-// The requests every server of the worker has received, for the heartbeat
-// (MAX_REQUESTS, /status): one increment per request, nothing else.
-function countRequest() {
-  state.requests++;
+// A request of a server whose responses patchResponse does not count.
+function countRequest(req, res) {
+  if (!(http.ServerResponse && res instanceof http.ServerResponse)) state.requests++;
 }
 
 function onListening() {
@@ -345,23 +357,19 @@ function onClose() {
   }
 }
 
-// Each connection of an http server gets a destroy() that, during a drain,
-// keeps an idle keep-alive connection open until it has been idle for the
-// grace: Node's closeIdleConnections(), closeAllConnections() and
-// http.Server.close() all end a connection through it, and so do apps and
-// frameworks that destroy sockets as their responses finish.
-function onConnection(socket) {
-  try {
-    const server = this;
-    if (!socket || typeof socket.destroy !== 'function' || socket[kServer]) return;
-    socket[kServer] = server;
-    socket[kIdleSince] = Date.now();
-    socket[kBytesAtIdle] = 0;
-    socket[kInRequest] = false;
-    server[kConns].add(socket);
-    socket.once('close', () => server[kConns].delete(socket));
-    const destroy = socket.destroy;
-    socket.destroy = function (err) {
+// Every socket's destroy() goes through this during a drain: for a
+// connection of a drained http server it keeps an idle keep-alive
+// connection open until it has been idle for the grace. Node's
+// closeIdleConnections(), closeAllConnections() and http.Server.close() all
+// end a connection through destroy(), and so do apps and frameworks that
+// destroy sockets as their responses finish. Outside a drain it costs one
+// test per destroyed socket.
+function patchDestroy() {
+  const proto = net.Socket && net.Socket.prototype;
+  if (!proto || typeof proto.destroy !== 'function') return;
+  const destroy = proto.destroy;
+  proto.destroy = function (err) {
+    if (state.draining) {
       let keep = false;
       try {
         keep = err == null && keepOpen(this);
@@ -370,33 +378,9 @@ function onConnection(socket) {
       }
       // The drain's sweep ends it once it has been idle for the grace.
       if (keep) return this;
-      return destroy.apply(this, arguments);
-    };
-  } catch {
-    // This connection then closes as Node closes it.
-  }
-}
-
-function onRequest(req, res) {
-  state.requests++;
-  try {
-    const socket = req.socket;
-    if (!socket || socket[kServer] !== this) return;
-    socket[kInRequest] = true;
-    res[kSocket] = socket;
-    res.once('close', onResponseClose);
-  } catch {
-    // The connection then counts as idle since its previous response.
-  }
-}
-
-// 'close' follows 'finish' (or an abort) of every response.
-function onResponseClose() {
-  const socket = this[kSocket];
-  if (!socket) return;
-  socket[kInRequest] = false;
-  socket[kIdleSince] = Date.now();
-  socket[kBytesAtIdle] = socket.bytesRead;
+    }
+    return destroy.apply(this, arguments);
+  };
 }
 
 // Whether a destroy() of socket (without an error) must wait: during a
@@ -405,9 +389,8 @@ function onResponseClose() {
 // drain's start, whichever came later. A connection either side already
 // ended goes.
 function keepOpen(socket) {
-  if (!state.draining) return false;
-  const server = socket[kServer];
-  if (!server || !server[kDrained]) return false;
+  const server = socket.server; // net.Server sets it on every connection it accepts
+  if (!server || !server[kHTTP] || !server[kDrained]) return false;
   if (socket.destroyed || socket.readableEnded || socket.writableEnded) return false;
   // A response still being written: the app's to abort, except through
   // closeAllConnections().
@@ -417,7 +400,9 @@ function keepOpen(socket) {
   // Its response just ended (the app destroys in its own 'finish' listener).
   if (socket[kInRequest]) return true;
   if (socket.bytesRead !== socket[kBytesAtIdle]) {
-    // The start of a next request arrived.
+    // The start of a next request arrived; or, for a connection with no
+    // response ended since the drain began, it may have: nothing was kept
+    // of it before, so its grace starts now.
     socket[kBytesAtIdle] = socket.bytesRead;
     socket[kIdleSince] = now;
     return true;
@@ -469,7 +454,7 @@ function patchClose() {
   };
   // http.Server's own close() also calls closeIdleConnections(); during a
   // drain each connection's destroy() keeps the young idle ones (see
-  // onConnection), so it needs no patch here.
+  // patchDestroy), so it needs no patch here.
   const proto = http.Server && http.Server.prototype;
   if (!proto) return;
   if (typeof proto.closeIdleConnections === 'function') state.closeIdle = proto.closeIdleConnections;
@@ -496,21 +481,29 @@ function patchClose() {
   };
 }
 
-// Every response of a drained server whose headers are written after the
-// drain began, including responses to requests already in flight, says
-// Connection: close, so that keep-alive clients (load balancers) stop reusing
-// the connection instead of racing its close. All header paths, implicit ones
-// too, go through writeHead (writeHeader, an alias until Node 25, is gone in
-// 26; nothing here depends on it).
-function patchWriteHead() {
+// Every response goes through writeHead once (all header paths, implicit
+// ones too; writeHeader, an alias until Node 25, is gone in 26) and ends
+// with end(). Outside a drain both only count and pass through.
+//
+// writeHead counts the request as answered (MAX_REQUESTS, /status). During
+// a drain, every response of a drained server whose headers are written
+// after the drain began, including responses to requests already in
+// flight, says Connection: close (in a handover, once its connection's turn
+// has come), so that keep-alive clients (load balancers) stop reusing the
+// connection instead of racing its close.
+//
+// end() during a drain notes when the response is over: its connection is
+// idle from then on, for the grace (keepOpen).
+function patchResponse() {
   const proto = http.ServerResponse && http.ServerResponse.prototype;
-  if (!proto || typeof proto.writeHead !== 'function') return;
+  if (!proto || typeof proto.writeHead !== 'function' || typeof proto.end !== 'function') return;
   const original = proto.writeHead;
   const writeHead = function writeHead() {
+    if (!this._header) state.requests++;
     let args = arguments;
     if (state.draining) {
       try {
-        if (onDrainedServer(this) && dueAt(this.socket) <= Date.now()) args = closeConnection(this, arguments);
+        if (onDrainedServer(this) && dueAt(this.socket, true) <= Date.now()) args = closeConnection(this, arguments);
       } catch {
         args = arguments;
       }
@@ -519,13 +512,42 @@ function patchWriteHead() {
   };
   proto.writeHead = writeHead;
   if (proto.writeHeader === original) proto.writeHeader = writeHead;
+  const originalEnd = proto.end;
+  proto.end = function end() {
+    if (state.draining) {
+      try {
+        noteEnding(this);
+      } catch {
+        // The connection then gets its grace when it is first found idle.
+      }
+    }
+    return originalEnd.apply(this, arguments);
+  };
 }
 
 function onDrainedServer(res) {
   const socket = res.socket;
   if (!socket) return false;
-  const server = socket[kServer] || socket.server;
+  const server = socket.server;
   return Boolean(server && server[kDrained]);
+}
+
+// A response of a drained http server is ending: its connection is not idle
+// until the response's 'close' (which follows 'finish', or an abort).
+function noteEnding(res) {
+  const socket = res.socket;
+  if (!socket || res[kSocket] || !socket.server || !socket.server[kHTTP] || !socket.server[kDrained]) return;
+  socket[kInRequest] = true;
+  res[kSocket] = socket;
+  res.once('close', onResponseClose);
+}
+
+function onResponseClose() {
+  const socket = this[kSocket];
+  if (!socket) return;
+  socket[kInRequest] = false;
+  socket[kIdleSince] = Date.now();
+  socket[kBytesAtIdle] = socket.bytesRead;
 }
 
 function isConnectionName(name) {
@@ -588,19 +610,20 @@ function startDrain(handoverMs) {
 // drained servers' keep-alive connections over the window, less its tail:
 // the k-th of n carries on as before until start + spread * k / n, and its
 // first response after that says Connection: close. The successor, still
-// cold, so takes them a few at a time. Idle connections close a grace after
-// their turn; in-flight requests finish as in any drain.
+// cold, so takes them a few at a time. A connection's turn k is given when
+// its first response in the handover is written (nothing lists connections
+// before the drain), so busy connections take the turns in the order they
+// answer; idle ones close a grace after the drain began, in-flight requests
+// finish as in any drain.
 function startHandover(ms) {
-  const conns = [];
+  let n = 0;
   for (const server of state.servers) {
-    if (server[kDrained] && server[kConns]) for (const c of server[kConns]) conns.push(c);
+    // net.Server's own count of its open connections.
+    if (server[kDrained] && server[kHTTP] && server._connections > 0) n += server._connections;
   }
-  if (conns.length === 0) return;
-  conns.forEach((c, i) => {
-    c[kRank] = i + 1;
-  });
+  if (n === 0) return;
   const spread = ms - Math.min(ms / 4, HANDOVER_TAIL_MS);
-  state.handover = { start: state.drainStartedAt, end: state.drainStartedAt + spread, n: conns.length };
+  state.handover = { start: state.drainStartedAt, end: state.drainStartedAt + spread, n, ranked: 0 };
 }
 
 // endHandover shortens the handover to end at most ms from now (0: now).
@@ -611,18 +634,24 @@ function endHandover(ms) {
   if (end < h.end) h.end = Math.max(end, h.start);
 }
 
-// dueAt is when socket's turn in the handover comes (0 without one).
-function dueAt(socket) {
+// dueAt is when socket's turn in the handover comes (0 without one); with
+// give, a connection of a drained http server that has no turn yet gets the
+// next one.
+function dueAt(socket, give) {
   const h = state.handover;
-  const rank = socket && socket[kRank];
-  if (!h || !rank) return 0;
+  if (!h || !socket) return 0;
+  let rank = socket[kRank];
+  if (!rank) {
+    if (!give || !socket.server || !socket.server[kHTTP]) return 0;
+    rank = socket[kRank] = Math.min(++h.ranked, h.n);
+  }
   return h.start + Math.round(((h.end - h.start) * rank) / h.n);
 }
 
 function closeServer(server) {
   server[kDrained] = true;
   try {
-    if (server[kConns]) {
+    if (server[kHTTP]) {
       const t = server.keepAliveTimeout;
       if (typeof t === 'number' && (t <= 0 || t > DRAIN_KEEPALIVE_MS)) server.keepAliveTimeout = DRAIN_KEEPALIVE_MS;
       const b = server.keepAliveTimeoutBuffer;
@@ -642,7 +671,7 @@ function closeServer(server) {
   } catch {
     // Stopping to accept failed; the supervisor's deadline still applies.
   }
-  if (server[kConns] && state.closeIdle && !state.sweep) {
+  if (server[kHTTP] && state.closeIdle && !state.sweep) {
     try {
       // Unref'd: the server's open connections are what keep the process
       // alive, not this timer.
@@ -660,7 +689,7 @@ function closeServer(server) {
 function sweep() {
   for (const server of state.servers) {
     try {
-      if (server[kDrained] && server[kConns] && server[kConns].size > 0) state.closeIdle.call(server);
+      if (server[kDrained] && server[kHTTP] && server._connections !== 0) state.closeIdle.call(server);
     } catch {
       // The next sweep tries again.
     }

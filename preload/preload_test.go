@@ -594,3 +594,64 @@ func TestPreloadLoadsNoLazyModules(t *testing.T) {
 		}
 	}
 }
+
+// Outside a drain the preload adds nothing per connection or per request:
+// no listener on the server, no property on a socket or a response. Each of
+// those cost a worker 15% more CPU per new connection (docs/benchmarks.md,
+// "The preload's cost per request"). It still counts every answered request.
+func TestNothingPerConnectionOutsideADrain(t *testing.T) {
+	const app = `
+const http = require('http');
+const bare = http.createServer(() => {}); // never listens: the preload leaves it alone
+const mine = (o) => Object.getOwnPropertySymbols(o).map(String).filter((k) => k.includes('clusterinit'));
+const server = http.createServer((req, res) => {
+  if (req.url !== '/inspect') return res.end('ok');
+  const s = req.socket;
+  res.end(JSON.stringify({
+    listeners: ['connection', 'request'].map((e) => server.listenerCount(e) - bare.listenerCount(e)),
+    socket: mine(s).concat(Object.hasOwn(s, 'destroy') ? ['own destroy()'] : []),
+    response: mine(res),
+  }));
+});
+server.listen(Number(process.env.PORT));
+`
+	l, port := handedListener(t)
+	w := startWorker(t, workerSpec{
+		args:   []string{"-e", app},
+		handed: []*net.TCPListener{l},
+		env:    []string{"PORT=" + strconv.Itoa(port)},
+	})
+	if got := w.listeningPort(); got != port {
+		t.Fatalf("listening on %d, want the handed port %d", got, port)
+	}
+	const plain = 5
+	for range plain {
+		if status, body := get(t, port, "/"); status != 200 || body != "ok" {
+			t.Fatalf("GET /: %d %q", status, body)
+		}
+	}
+	status, body := get(t, port, "/inspect")
+	if status != 200 {
+		t.Fatalf("GET /inspect: %d %q", status, body)
+	}
+	var seen struct {
+		Listeners []int    `json:"listeners"`
+		Socket    []string `json:"socket"`
+		Response  []string `json:"response"`
+	}
+	if err := json.Unmarshal([]byte(body), &seen); err != nil {
+		t.Fatalf("/inspect %q: %v", body, err)
+	}
+	if !slices.Equal(seen.Listeners, []int{0, 0}) {
+		t.Errorf("the preload added %v 'connection' and 'request' listeners to the server, want none", seen.Listeners)
+	}
+	if len(seen.Socket) > 0 || len(seen.Response) > 0 {
+		t.Errorf("the preload set %v on a connection and %v on a response outside a drain, want nothing", seen.Socket, seen.Response)
+	}
+
+	w.send(PingLine(1))
+	pong := w.waitEvent(KindPong, func(m Message) bool { return m.Seq == 1 })
+	if pong.Requests != plain+1 {
+		t.Errorf("pong counts %d requests, want the %d answered", pong.Requests, plain+1)
+	}
+}

@@ -84,7 +84,7 @@ type Message struct {
 	// heap's used size and limit (heap_size_limit: old space and the young
 	// generation) in bytes; GCSeconds the time spent in garbage collection
 	// since the worker started; Requests the HTTP requests its servers
-	// have received since it started.
+	// have answered (written a response's headers for) since it started.
 	ELD       float64
 	ELU       float64
 	HeapUsed  int64
