@@ -3,16 +3,15 @@
 // supervisor speaks with it: the IPC lines each side writes, their parser,
 // and the environment and fds a worker is started with (protocol.go).
 //
-// The preload travels inside NODE_OPTIONS as a base64 data: URL given to
-// --import, so it needs no file on disk (read-only and distroless images
-// work). It redirects listen() on a handed port to the handed fd, reports
+// The preload needs no file on disk (read-only and distroless images work):
+// NODE_OPTIONS --imports a small bootstrap as a data: URL, which compiles
+// preload.js from the worker's environment (NODE_CLUSTERINIT_PRELOAD). It redirects listen() on a handed port to the handed fd, reports
 // readiness, answers heartbeats and drains on the stop signal; see
 // preload.js.
 package preload
 
 import (
 	_ "embed"
-	"encoding/base64"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -39,33 +38,75 @@ type Options struct {
 }
 
 // NodeOptions returns the worker's NODE_OPTIONS: existing (the user's own,
-// kept first and verbatim, may be "") followed by --import and the preload
-// as a data: URL. The preload strips exactly that token again from the
-// worker's process.env, so the worker's own children see existing unchanged.
-// The result depends only on its arguments: compute it once and reuse it for
-// every spawn.
+// kept first and verbatim, may be "") followed by --import and a small
+// bootstrap module as a data: URL, with o baked in. The bootstrap compiles
+// preload.js from the worker's environment (SourceEnv, which BaseEnv adds)
+// and runs it. The preload strips exactly that token again from the
+// worker's process.env, so the worker's own children see existing
+// unchanged. The result depends only on its arguments: compute it once and
+// reuse it for every spawn.
 func NodeOptions(existing string, o Options) string {
-	token := "--import " + dataURL(o)
+	token := "--import " + bootstrapURL(o)
 	if existing == "" {
 		return token
 	}
 	return existing + " " + token
 }
 
-// dataURL is the preload module with o baked in. Base64 has no spaces,
-// quotes or backslashes, so it is one NODE_OPTIONS token as is.
-func dataURL(o Options) string {
-	return "data:text/javascript;base64," + base64.StdEncoding.EncodeToString([]byte(module(o)))
-}
+// SourceVar is the variable that carries preload.js to the worker. It is
+// not CLUSTERINIT_-prefixed: a clusterinit started by a worker's child
+// would reject it as an unknown setting (the bootstrap deletes it from the
+// worker's process.env, but a non-Node worker passes it on).
+const SourceVar = "NODE_CLUSTERINIT_PRELOAD"
 
-// module is preload.js preceded by a declaration of its options.
-func module(o Options) string {
+// SourceEnv is SourceVar=preload.js, for the environment of every worker
+// whose NODE_OPTIONS NodeOptions built.
+func SourceEnv() string { return SourceVar + "=" + source }
+
+// The preload travels as plain text in the environment, not inside the
+// data: URL: Node decodes a data: URL in JavaScript (percent-decoding and
+// base64 over the whole 48 KB), which cost every worker's boot about 9 ms
+// of CPU (main thread, Node 26) and a few ms of GC; the bootstrap's URL is a
+// few hundred bytes (docs/benchmarks.md, "The preload's boot"). The
+// bootstrap takes the text out of process.env first, so neither the app nor
+// the worker's children see it, and compiles it as a function body (strict
+// mode, preload.js's first statement) with vm.compileFunction, which
+// --disallow-code-generation-from-strings does not forbid. A preload that
+// fails to compile or throws leaves the app to run without it.
+const bootstrapJS = `import{createRequire}from'node:module';import{compileFunction}from'node:vm';` +
+	`const e=process.env,s=e.` + SourceVar + `;delete e.` + SourceVar + `;` +
+	`if(typeof s==='string')try{compileFunction(s,['createRequire','preloadURL','CLUSTERINIT_OPTIONS'],` +
+	`{filename:'clusterinit-preload.js'})(createRequire,import.meta.url,` + optionsPlaceholder + `)}catch{}`
+
+// optionsPlaceholder in bootstrapJS is replaced by the options as JSON.
+const optionsPlaceholder = "$OPTIONS$"
+
+// bootstrapURL is the bootstrap module with o baked in, as a data: URL in
+// which every byte but [A-Za-z0-9-_.~] is percent-encoded: no space, quote
+// or backslash (NODE_OPTIONS splits and unquotes on those), no '#' or '?',
+// and nothing a URL parser would normalize, so import.meta.url is this
+// string exactly (the preload looks for it in NODE_OPTIONS).
+func bootstrapURL(o Options) string {
 	header, _ := json.Marshal(struct {
 		StopSignal  string `json:"stopSignal"`
 		StopMessage bool   `json:"stopMessage"`
 		HeapFlag    bool   `json:"heapFlag"`
 	}{normalizeSignal(o.StopSignal), o.StopMessage, o.HeapFlag})
-	return "const CLUSTERINIT_OPTIONS = " + string(header) + ";\n" + source
+	js := strings.Replace(bootstrapJS, optionsPlaceholder, string(header), 1)
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.WriteString("data:text/javascript,")
+	for i := 0; i < len(js); i++ {
+		c := js[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
 }
 
 // heapFlag is the V8 option HEAP_SIZE sets. V8 reads '_' and '-' in option

@@ -1,13 +1,18 @@
-// clusterinit's Node preload. The supervisor loads it into every worker with
-// NODE_OPTIONS="--import data:text/javascript;base64,…" (so it needs no file
-// on disk) and prepends `const CLUSTERINIT_OPTIONS = {…};` to this source.
+// clusterinit's Node preload. The supervisor passes this text to every
+// worker in NODE_CLUSTERINIT_PRELOAD, and NODE_OPTIONS="--import data:…"
+// loads a small bootstrap (preload.go) that compiles it as the body of a
+// function of createRequire, preloadURL (the bootstrap's own URL, as it
+// appears in NODE_OPTIONS) and CLUSTERINIT_OPTIONS, and calls it: no file on
+// disk is needed.
 //
 // It lets an unmodified server use the sockets clusterinit bound, reports
 // readiness and event-loop health over the IPC channel, and drains on the
 // stop signal. Whatever happens in here must never break the app: every entry
 // point is wrapped so that a failure leaves the app as it would be without us.
 
-import { createRequire } from 'node:module';
+'use strict';
+
+/* global createRequire, preloadURL, CLUSTERINIT_OPTIONS */
 
 // Built-in modules come through process.getBuiltinModule (20.16+, 22.3+), or
 // require on older 20s, and process is the global, not through `import`: an
@@ -28,7 +33,6 @@ const { monitorEventLoopDelay, performance, PerformanceObserver } = builtin('nod
 const v8 = builtin('node:v8');
 const { constants: osConstants } = builtin('node:os');
 
-/* global CLUSTERINIT_OPTIONS */
 const options =
   typeof CLUSTERINIT_OPTIONS === 'object' && CLUSTERINIT_OPTIONS !== null ? CLUSTERINIT_OPTIONS : {};
 
@@ -151,7 +155,7 @@ function install() {
 // child_process uses by default.
 function cleanEnv() {
   const env = process.env;
-  const self = import.meta.url;
+  const self = preloadURL;
   const current = env.NODE_OPTIONS;
   if (typeof current === 'string' && self.startsWith('data:')) {
     // NodeOptions appends exactly " --import <url>" (or only "--import <url>"

@@ -1,10 +1,10 @@
 package preload
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -15,13 +15,16 @@ import (
 )
 
 func TestNodeOptions(t *testing.T) {
-	const prefix = "--import data:text/javascript;base64,"
+	const prefix = "--import data:text/javascript,"
 	plain := NodeOptions("", Options{})
 	if !strings.HasPrefix(plain, prefix) {
 		t.Fatalf("NodeOptions(\"\") = %.60q…, want it to start with %q", plain, prefix)
 	}
-	if strings.ContainsAny(plain[len("--import "):], " \t\n\"'\\") {
-		t.Fatal("the data URL must be a single NODE_OPTIONS token")
+	if strings.ContainsAny(plain[len("--import "):], " \t\n\"'\\#?") {
+		t.Fatal("the data URL must be a single NODE_OPTIONS token, with no fragment or query")
+	}
+	if len(plain) > 1024 {
+		t.Errorf("the bootstrap URL is %d bytes: preload.js belongs in SourceEnv, not in NODE_OPTIONS", len(plain))
 	}
 	if again := NodeOptions("", Options{}); again != plain {
 		t.Fatal("NodeOptions is not deterministic")
@@ -32,16 +35,15 @@ func TestNodeOptions(t *testing.T) {
 	if !strings.HasPrefix(got, user+" "+prefix) {
 		t.Fatalf("the user's options must come first and be kept verbatim: %.80q…", got)
 	}
-
-	src, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(got, user+" "+prefix))
+	js, err := url.PathUnescape(strings.TrimPrefix(got, user+" "+prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(string(src), `const CLUSTERINIT_OPTIONS = {"stopSignal":"SIGINT","stopMessage":false,"heapFlag":false};`+"\n") {
-		t.Fatalf("options header missing: %.80q", src)
+	if !strings.Contains(js, `{"stopSignal":"SIGINT","stopMessage":false,"heapFlag":false}`) {
+		t.Fatalf("options missing from the bootstrap: %q", js)
 	}
-	if !strings.HasSuffix(string(src), source) {
-		t.Fatal("the embedded preload.js must follow the header")
+	if env := SourceEnv(); env != SourceVar+"="+source {
+		t.Fatalf("SourceEnv() = %.60q…, want %s= and preload.js", env, SourceVar)
 	}
 
 	for in, want := range map[string]string{"": "SIGTERM", "term": "SIGTERM", "SIGINT": "SIGINT", " sigquit ": "SIGQUIT", "USR2": "SIGUSR2"} {
@@ -484,7 +486,7 @@ func TestChildEnvironment(t *testing.T) {
 				if tc.user != "" && v != tc.user {
 					t.Errorf("NODE_OPTIONS=%.60q, want the user's %q", v, tc.user)
 				}
-				for _, k := range []string{"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"} {
+				for _, k := range []string{"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID", SourceVar} {
 					if v, ok := env[k]; ok {
 						t.Errorf("%s=%s left behind", k, v)
 					}
@@ -511,7 +513,8 @@ func TestChildEnvironment(t *testing.T) {
 }
 
 // nodeWith is node run with args and NODE_OPTIONS=nodeOptions in place of
-// the test's own (none when empty).
+// the test's own (none when empty), with the preload's source beside it as
+// the supervisor passes it.
 func nodeWith(nodeOptions string, args ...string) *exec.Cmd {
 	cmd := exec.Command("node", args...)
 	for _, kv := range os.Environ() {
@@ -520,7 +523,7 @@ func nodeWith(nodeOptions string, args ...string) *exec.Cmd {
 		}
 	}
 	if nodeOptions != "" {
-		cmd.Env = append(cmd.Env, "NODE_OPTIONS="+nodeOptions)
+		cmd.Env = append(cmd.Env, "NODE_OPTIONS="+nodeOptions, SourceEnv())
 	}
 	return cmd
 }

@@ -208,17 +208,17 @@ func IPCFd(sockets int) int { return FirstSocketFd + sockets }
 // that would mislead the worker (a socket-activation or IPC hand-over meant
 // for the supervisor itself, and NODE_UNIQUE_ID, with which a child believes
 // it is a cluster worker and waits for a primary on every listen) and less
-// the variables named in drop, with NODE_OPTIONS set to nodeOptions unless
-// that is "".
+// the variables named in drop, with NODE_OPTIONS set to nodeOptions and the
+// preload's source (SourceEnv) added, unless nodeOptions is "".
 func BaseEnv(environ []string, nodeOptions string, drop ...string) []string {
 	drop = append([]string{"LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID",
 		"NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE", "NODE_UNIQUE_ID"}, drop...)
 	if nodeOptions != "" {
-		drop = append(drop, "NODE_OPTIONS")
+		drop = append(drop, "NODE_OPTIONS", SourceVar)
 	}
 	env := WithoutEnv(environ, drop...)
 	if nodeOptions != "" {
-		env = append(env, "NODE_OPTIONS="+nodeOptions)
+		env = append(env, "NODE_OPTIONS="+nodeOptions, SourceEnv())
 	}
 	return env
 }

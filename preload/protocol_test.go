@@ -95,7 +95,7 @@ func TestWorkerEnv(t *testing.T) {
 	if got, want := BaseEnv(environ, ""), []string{"PATH=/bin", "NODE_OPTIONS=--x", "KEEP=1"}; !slices.Equal(got, want) {
 		t.Errorf("BaseEnv without preload = %q, want %q", got, want)
 	}
-	if got, want := BaseEnv(environ, "--y", "KEEP"), []string{"PATH=/bin", "NODE_OPTIONS=--y"}; !slices.Equal(got, want) {
+	if got, want := BaseEnv(append(environ, SourceVar+"=stale"), "--y", "KEEP"), []string{"PATH=/bin", "NODE_OPTIONS=--y", SourceEnv()}; !slices.Equal(got, want) {
 		t.Errorf("BaseEnv with preload = %q, want %q", got, want)
 	}
 	if got, want := WorkerEnv(2, []string{"port80", "port443"}), []string{"CLUSTERINIT_WORKER=2", "NODE_APP_INSTANCE=2",
