@@ -6,25 +6,28 @@
 //
 // The server never touches the supervisor's state. The supervisor's loop
 // publishes an immutable *supervisor.Snapshot after every event, and every
-// GET handler renders whatever Snapshot() returns at that moment: no locks
-// are shared with the loop and nothing is sent to it. A slow or stuck
+// GET handler but /healthz and /metrics/app renders whatever Snapshot()
+// returns at that moment: no locks are shared with the loop and nothing is
+// sent to it. A slow or stuck
 // scraper therefore costs at most a goroutine and a connection here; it can
 // never delay reaping, signal handling or a restart. The snapshot is treated
 // as read-only: handlers copy before they sort and never write into its maps.
 //
-// The one request that reaches the loop is POST /reload, through
-// Fleet.Reload. It is bounded on both sides: at most one call is in flight
-// (a second request is refused while one waits), and the handler stops
-// waiting after reloadWait even if the loop has not answered.
+// Three requests reach the loop, each bounded in time: POST /reload,
+// through Fleet.Reload (at most one call in flight, a second request is
+// refused while one waits, and the handler stops waiting after reloadWait
+// even if the loop has not answered), /metrics/app's Fleet.AppMetrics, and
+// /healthz's Fleet.Alive (below).
 //
 // # Liveness
 //
-// /healthz answers 200 while this process serves HTTP and the supervisor has
-// published a snapshot. It does not prove that the loop is still turning: the
-// loop publishes only after an event, so an idle fleet's snapshot is
-// legitimately old and its age says nothing. Detecting a deadlocked loop
-// would need the loop to publish on a periodic tick as well; until it does,
-// that is out of scope here.
+// /healthz answers 200 once the supervisor has published a snapshot and
+// while its loop answers Fleet.Alive within aliveWait: a request that the
+// loop answers as soon as it takes it. A snapshot's age proves nothing (an
+// idle fleet's is legitimately old), so a loop stuck in one event would
+// otherwise keep /healthz at 200 and /readyz at its last answer. Like POST
+// /reload, the request is bounded on both sides: the handler stops waiting
+// after aliveWait, and a loop that never takes it costs only that wait.
 //
 // # Metrics without client_golang
 //

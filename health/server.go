@@ -32,6 +32,8 @@ type Fleet interface {
 	Reload() error
 	// AppMetrics asks every ready worker for its app's prom-client metrics.
 	AppMetrics() (*supervisor.Scrape, error)
+	// Alive reports whether the supervisor's loop answers within timeout.
+	Alive(timeout time.Duration) error
 }
 
 // Options configure Serve.
@@ -185,9 +187,19 @@ func (s *Server) routes() http.Handler {
 	return mux
 }
 
+// aliveWait bounds how long /healthz waits for the supervisor's loop. The
+// loop handles one event at a time, each in well under a millisecond
+// (forking a worker is the longest); 2 s of silence is a stuck loop, and it
+// stays within a liveness probe's usual 5 s timeout.
+const aliveWait = 2 * time.Second
+
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	if s.fleet.Snapshot() == nil {
 		writeText(w, http.StatusServiceUnavailable, "the supervisor has not started\n")
+		return
+	}
+	if err := s.fleet.Alive(aliveWait); err != nil {
+		writeText(w, http.StatusServiceUnavailable, err.Error()+"\n")
 		return
 	}
 	writeText(w, http.StatusOK, "ok\n")

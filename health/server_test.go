@@ -29,7 +29,11 @@ type fakeFleet struct {
 	block chan struct{}
 	// scrape, when set, is what AppMetrics returns.
 	scrape *supervisor.Scrape
+	// aliveErr is what Alive returns: a loop that does not answer.
+	aliveErr error
 }
+
+func (f *fakeFleet) Alive(time.Duration) error { return f.aliveErr }
 
 func (f *fakeFleet) Snapshot() *supervisor.Snapshot { return f.snap.Load() }
 
@@ -129,6 +133,13 @@ func TestHealthz(t *testing.T) {
 	if a := do(t, "HEAD", "http://"+s.Addr()+"/healthz"); a.code != 200 {
 		t.Errorf("HEAD /healthz = %d, want 200", a.code)
 	}
+
+	// A loop that does not answer: the snapshot still looks fine.
+	f.aliveErr = errors.New("the supervisor loop did not answer within 2s")
+	if a := do(t, "GET", "http://"+s.Addr()+"/healthz"); a.code != 503 || a.body != f.aliveErr.Error()+"\n" {
+		t.Errorf("GET /healthz with a stuck loop = %d %q, want 503 and the reason", a.code, a.body)
+	}
+	f.aliveErr = nil
 
 	f.snap.Store(nil)
 	if a := do(t, "GET", "http://"+s.Addr()+"/healthz"); a.code != 503 {

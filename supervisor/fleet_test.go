@@ -1074,3 +1074,35 @@ func TestReloadWaitsForEachHandover(t *testing.T) {
 		t.Fatalf("%d workers started during the recycle's handover, want none", got-starts)
 	}
 }
+
+// Alive is answered by the loop itself, not by the last snapshot: while no
+// loop takes requests (none runs here, as when the loop is stuck in one
+// event) it fails within its timeout; once the loop's side takes the
+// request, as Run's select does, it passes.
+func TestAliveNeedsTheLoop(t *testing.T) {
+	f := newFleet(t, 1).run()
+	const wait = 50 * time.Millisecond
+	t0 := time.Now()
+	if err := f.s.Alive(wait); !errors.Is(err, errNoAnswer) {
+		t.Fatalf("Alive with no loop = %v, want %v", err, errNoAnswer)
+	}
+	if took := time.Since(t0); took < wait {
+		t.Errorf("Alive gave up after %v, before its %v", took, wait)
+	}
+	// The loop's side, which also answers the request left unanswered above.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case req := <-f.s.reqs:
+				req.reply <- f.s.onRequest(req, f.now)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	if err := f.s.Alive(time.Minute); err != nil {
+		t.Fatalf("Alive with the loop answering = %v, want nil", err)
+	}
+}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
@@ -126,7 +127,7 @@ type counters struct {
 }
 
 type request struct {
-	kind  string // "reload"
+	kind  string // "reload", "ping"
 	reply chan error
 }
 
@@ -182,6 +183,35 @@ func (s *Supervisor) Reload() error {
 		return err
 	case <-s.done:
 		return errStopping
+	}
+}
+
+// errNoAnswer: the loop did not take or answer a request in time.
+var errNoAnswer = errors.New("the supervisor loop did not answer")
+
+// Alive reports whether the loop is turning: it sends the loop a request
+// that the loop answers as soon as it takes it, and waits at most timeout.
+// A loop stuck in one event (a deadlock, a call that blocks) fails it, where
+// the last published Snapshot would still look fine. It is safe from any
+// goroutine.
+func (s *Supervisor) Alive(timeout time.Duration) error {
+	req := request{kind: "ping", reply: make(chan error, 1)}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	select {
+	case s.reqs <- req:
+	case <-s.done:
+		return errStopping
+	case <-deadline.C:
+		return fmt.Errorf("%w within %v", errNoAnswer, timeout)
+	}
+	select {
+	case err := <-req.reply:
+		return err
+	case <-s.done:
+		return errStopping
+	case <-deadline.C:
+		return fmt.Errorf("%w within %v", errNoAnswer, timeout)
 	}
 }
 
@@ -430,6 +460,7 @@ func (s *Supervisor) onRequest(req request, now time.Time) error {
 			return errStopping
 		}
 		s.requestReload(now)
+	case "ping": // Alive: taking it is the answer
 	}
 	return nil
 }
