@@ -109,7 +109,7 @@ func TestArm64Smoke(t *testing.T) {
 
 	t0 := time.Now()
 	p.signal(syscall.SIGHUP)
-	p.waitLog("rolling reload done", 1, 120*time.Second)
+	p.waitLog("rolling reload done", 1, 240*time.Second)
 	after := map[int]string{}
 	for _, l := range p.logsWith("worker ready") {
 		if pid := num(l, "pid"); before[pid] == "" {

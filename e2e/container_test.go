@@ -124,7 +124,7 @@ func TestContainerHUPReloads(t *testing.T) {
 	if _, err := c.docker("kill", "--signal", "HUP", c.id); err != nil {
 		t.Fatal(err)
 	}
-	c.waitLog("rolling reload done", 1, 30*time.Second)
+	c.waitLog("rolling reload done", 1, 60*time.Second)
 	l.waitRequests(300)
 	// The keep-alive connections move to the new workers over the handover;
 	// fresh connections reach them at once.

@@ -337,7 +337,7 @@ func TestHealthCommandExitCodes(t *testing.T) {
 			t.Errorf("clusterinit reload: exit %d, stdout %q, stderr %q; want 0", code, stdout, stderr)
 		}
 		p.waitLog("rolling reload started", 1, 5*time.Second)
-		p.waitLog("rolling reload done", 1, 20*time.Second)
+		p.waitLog("rolling reload done", 1, 60*time.Second)
 
 		p.signal(syscall.SIGTERM)
 		if code := p.wait(10 * time.Second); code != 0 {
@@ -508,7 +508,7 @@ func TestReloadRefusedFromNonLoopbackPeer(t *testing.T) {
 		t.Fatalf("POST /reload from loopback = %d %q %v, want 202", code, body, err)
 	}
 	p.waitLog("rolling reload started", 1, 5*time.Second)
-	p.waitLog("rolling reload done", 1, 20*time.Second)
+	p.waitLog("rolling reload done", 1, 60*time.Second)
 	waitMetrics(t, base, 5*time.Second, want{"clusterinit_reloads_total", []string{"result", "success"}, 1})
 	if n := len(p.logsWith("rolling reload started")); n != 1 {
 		t.Errorf("%d reloads started, want only the loopback one", n)

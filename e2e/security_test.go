@@ -101,7 +101,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		t.Errorf("clusterinit reload: exit %d: %s%s", code, stdout, stderr)
 	}
 	secCheck(t, "clusterinit reload", stdout+stderr, values)
-	p.waitLog("rolling reload done", 1, 20*time.Second)
+	p.waitLog("rolling reload done", 1, 60*time.Second)
 
 	p.signal(syscall.SIGTERM)
 	if code := p.wait(20 * time.Second); code != 0 {

@@ -554,11 +554,14 @@ func (s *Supervisor) drain(w *worker, reason string, now time.Time) {
 }
 
 // handoverWindow is how long a replaced worker takes to hand its keep-alive
-// connections over (at most a quarter of DRAIN_TIMEOUT). A fresh node's p99
-// under 25 keep-alive connections is 4–6× its steady p99 in its first second
-// and back to steady about a second later (docs/benchmarks.md): two seconds
-// let the successor warm up on a few connections before it has them all.
-const handoverWindow = 2 * time.Second
+// connections over (at most a quarter of DRAIN_TIMEOUT). A fresh node needs
+// 2-3 s of load on a CPU of its own to reach its steady p99 (4-6× higher in
+// its first second), twice that on CPUs it shares with busy workers; over
+// 5 s the successor takes its connections a few at a time while it warms
+// up. A 2 s window handed it all of them still cold: a reload's p99 was
+// 1.5-2× the steady p99, against 1.1-1.6× with 5 s, at 3× the reload's
+// length (docs/benchmarks.md, "The handover window").
+const handoverWindow = 5 * time.Second
 
 // handOver drains w, whose successor in its slot is ready, gradually: for
 // the handover window the preload keeps serving w's keep-alive connections
