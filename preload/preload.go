@@ -5,9 +5,9 @@
 //
 // The preload needs no file on disk (read-only and distroless images work):
 // NODE_OPTIONS --imports a small bootstrap as a data: URL, which compiles
-// preload.js from the worker's environment (NODE_CLUSTERINIT_PRELOAD). It redirects listen() on a handed port to the handed fd, reports
-// readiness, answers heartbeats and drains on the stop signal; see
-// preload.js.
+// preload.js from the worker's environment (NODE_CLUSTERINIT_PRELOAD). It
+// redirects listen() on a handed port to the handed fd, reports readiness,
+// answers heartbeats and drains on the stop signal; see preload.js.
 package preload
 
 import (
@@ -72,11 +72,13 @@ func SourceEnv() string { return SourceVar + "=" + source }
 // the worker's children see it, and compiles it as a function body (strict
 // mode, preload.js's first statement) with vm.compileFunction, which
 // --disallow-code-generation-from-strings does not forbid. A preload that
-// fails to compile or throws leaves the app to run without it.
+// fails to compile or throws says so on stderr and leaves the app to run
+// without it (preload.js itself catches whatever its steps throw).
 const bootstrapJS = `import{createRequire}from'node:module';import{compileFunction}from'node:vm';` +
 	`const e=process.env,s=e.` + SourceVar + `;delete e.` + SourceVar + `;` +
 	`if(typeof s==='string')try{compileFunction(s,['createRequire','preloadURL','CLUSTERINIT_OPTIONS'],` +
-	`{filename:'clusterinit-preload.js'})(createRequire,import.meta.url,` + optionsPlaceholder + `)}catch{}`
+	`{filename:'clusterinit-preload.js'})(createRequire,import.meta.url,` + optionsPlaceholder + `)}` +
+	`catch(x){console.error('clusterinit: the preload failed; the app runs without it:',x)}`
 
 // optionsPlaceholder in bootstrapJS is replaced by the options as JSON.
 const optionsPlaceholder = "$OPTIONS$"

@@ -23,7 +23,7 @@ func TestNodeOptions(t *testing.T) {
 	if strings.ContainsAny(plain[len("--import "):], " \t\n\"'\\#?") {
 		t.Fatal("the data URL must be a single NODE_OPTIONS token, with no fragment or query")
 	}
-	if len(plain) > 1024 {
+	if len(plain) > 2048 {
 		t.Errorf("the bootstrap URL is %d bytes: preload.js belongs in SourceEnv, not in NODE_OPTIONS", len(plain))
 	}
 	if again := NodeOptions("", Options{}); again != plain {
@@ -656,5 +656,26 @@ server.listen(Number(process.env.PORT));
 	pong := w.waitEvent(KindPong, func(m Message) bool { return m.Seq == 1 })
 	if pong.Requests != plain+1 {
 		t.Errorf("pong counts %d requests, want the %d answered", pong.Requests, plain+1)
+	}
+}
+
+// A preload that does not compile (or throws) costs the app nothing but the
+// preload's features, and says so on stderr.
+func TestBrokenPreloadLeavesTheApp(t *testing.T) {
+	cmd := exec.Command("node", "-e", "console.log('app ran')")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NODE_OPTIONS=") && !strings.HasPrefix(kv, SourceVar+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "NODE_OPTIONS="+NodeOptions("", Options{}), SourceVar+"=this is not JavaScript(")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || strings.TrimSpace(string(out)) != "app ran" {
+		t.Fatalf("node with a broken preload: %v, stdout %q, stderr %q", err, out, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "clusterinit: the preload failed") {
+		t.Errorf("stderr %q does not say that the preload failed", stderr.String())
 	}
 }
