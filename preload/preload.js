@@ -304,7 +304,7 @@ function redirect(server, args) {
 // Registers the preload's own listeners once per server, before the real
 // listen adds the app's callback. Nothing is added per connection or per
 // request: a 'connection' or 'request' listener of the preload's, and what
-// it kept per socket, cost a new connection 15% more CPU in the worker
+// it kept per socket, cost a new connection 17% more CPU in the worker
 // (docs/benchmarks.md, "The preload's cost per request"). Plain http servers
 // get the drain's grace on idle keep-alive connections (https is left
 // alone: its connections list holds the TLS sockets).

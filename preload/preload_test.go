@@ -600,7 +600,7 @@ func TestPreloadLoadsNoLazyModules(t *testing.T) {
 
 // Outside a drain the preload adds nothing per connection or per request:
 // no listener on the server, no property on a socket or a response. Each of
-// those cost a worker 15% more CPU per new connection (docs/benchmarks.md,
+// those cost a worker 17% more CPU per new connection (docs/benchmarks.md,
 // "The preload's cost per request"). It still counts every answered request.
 func TestNothingPerConnectionOutsideADrain(t *testing.T) {
 	const app = `
