@@ -8,10 +8,10 @@
 // publishes an immutable *supervisor.Snapshot after every event, and every
 // GET handler but /healthz and /metrics/app renders whatever Snapshot()
 // returns at that moment: no locks are shared with the loop and nothing is
-// sent to it. A slow or stuck
-// scraper therefore costs at most a goroutine and a connection here; it can
-// never delay reaping, signal handling or a restart. The snapshot is treated
-// as read-only: handlers copy before they sort and never write into its maps.
+// sent to it. A slow or stuck scraper therefore costs at most a goroutine
+// and a connection here; it can never delay reaping, signal handling or a
+// restart. The snapshot is treated as read-only: handlers copy before they
+// sort and never write into its maps.
 //
 // Three requests reach the loop, each bounded in time: POST /reload,
 // through Fleet.Reload (at most one call in flight, a second request is

@@ -171,20 +171,7 @@ var errStopping = errors.New("clusterinit is stopping")
 
 // Reload asks for a rolling reload, as SIGHUP does. It is safe from any
 // goroutine.
-func (s *Supervisor) Reload() error {
-	req := request{kind: "reload", reply: make(chan error, 1)}
-	select {
-	case s.reqs <- req:
-	case <-s.done:
-		return errStopping
-	}
-	select {
-	case err := <-req.reply:
-		return err
-	case <-s.done:
-		return errStopping
-	}
-}
+func (s *Supervisor) Reload() error { return s.ask("reload", 0) }
 
 // errNoAnswer: the loop did not take or answer a request in time.
 var errNoAnswer = errors.New("the supervisor loop did not answer")
@@ -194,15 +181,23 @@ var errNoAnswer = errors.New("the supervisor loop did not answer")
 // A loop stuck in one event (a deadlock, a call that blocks) fails it, where
 // the last published Snapshot would still look fine. It is safe from any
 // goroutine.
-func (s *Supervisor) Alive(timeout time.Duration) error {
-	req := request{kind: "ping", reply: make(chan error, 1)}
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+func (s *Supervisor) Alive(timeout time.Duration) error { return s.ask("ping", timeout) }
+
+// ask hands the loop a request of kind and waits for its answer, at most
+// timeout (0: until the loop answers or stops).
+func (s *Supervisor) ask(kind string, timeout time.Duration) error {
+	req := request{kind: kind, reply: make(chan error, 1)}
+	var expired <-chan time.Time // nil, never ready, without a timeout
+	if timeout > 0 {
+		deadline := time.NewTimer(timeout)
+		defer deadline.Stop()
+		expired = deadline.C
+	}
 	select {
 	case s.reqs <- req:
 	case <-s.done:
 		return errStopping
-	case <-deadline.C:
+	case <-expired:
 		return fmt.Errorf("%w within %v", errNoAnswer, timeout)
 	}
 	select {
@@ -210,7 +205,7 @@ func (s *Supervisor) Alive(timeout time.Duration) error {
 		return err
 	case <-s.done:
 		return errStopping
-	case <-deadline.C:
+	case <-expired:
 		return fmt.Errorf("%w within %v", errNoAnswer, timeout)
 	}
 }
