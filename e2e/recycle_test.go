@@ -163,9 +163,10 @@ func TestMaxAgeRecyclesOneAtATime(t *testing.T) {
 	}
 }
 
-// Under a memory limit with no room for one more worker of the current size,
-// the old worker drains first; the other keeps serving.
-func TestDrainFirstWithoutHeadroom(t *testing.T) {
+// memoryCgroup creates a memory cgroup (v1, as root) under the test's own,
+// limited to limit, and returns its directory; it is removed at the end.
+func memoryCgroup(t *testing.T, limit string) string {
+	t.Helper()
 	base := "/sys/fs/cgroup/memory"
 	own, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
@@ -179,20 +180,34 @@ func TestDrainFirstWithoutHeadroom(t *testing.T) {
 			parent = filepath.Join(base, path)
 		}
 	}
-	dir := filepath.Join(parent, fmt.Sprintf("clusterinit-e2e-mem-%d", os.Getpid()))
+	dir := filepath.Join(parent, fmt.Sprintf("clusterinit-e2e-mem-%d-%s", os.Getpid(), t.Name()))
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatalf("create memory cgroup (tests run as root on cgroup v1): %v", err)
 	}
 	t.Cleanup(func() { os.Remove(dir) })
+	mustWrite(t, filepath.Join(dir, "memory.limit_in_bytes"), limit)
+	return dir
+}
+
+// startInCgroup starts clusterinit inside the cgroup dir.
+func startInCgroup(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"sh", "-c", fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec "$@"`, dir), "sh", binary}, args...)
+	return startArgv(t, false, env, argv...)
+}
+
+// Under a memory limit with no room for one more worker of the current size,
+// the old worker drains first; the other keeps serving.
+func TestDrainFirstWithoutHeadroom(t *testing.T) {
 	// Two workers leaking to ~120 MB each fit in 200M (shared pages count once there), but a third does not
 	// fit beside them.
-	mustWrite(t, filepath.Join(dir, "memory.limit_in_bytes"), "200M")
+	dir := memoryCgroup(t, "200M")
 	port := freePort(t)
 	env := testEnv("CLUSTERINIT_WORKERS=2", fmt.Sprintf("CLUSTERINIT_LISTEN=:%d", port), fmt.Sprintf("PORT=%d", port),
 		"CLUSTERINIT_SAMPLE_EVERY=250ms", "CLUSTERINIT_DRAIN_TIMEOUT=2s", "CLUSTERINIT_LOG_LEVEL=info",
 		"HOG=leak", "LEAK_MAX_MB=80", "CLUSTERINIT_MAX_RSS=100M", "CLUSTERINIT_MAX_RSS_FOR=1s")
 	abs, _ := filepath.Abs("testdata/apps/hog.js")
-	p := startArgv(t, false, env, "sh", "-c", fmt.Sprintf(`echo $$ > %s/cgroup.procs && exec "$@"`, dir), "sh", binary, "--", "node", abs)
+	p := startInCgroup(t, dir, env, "--", "node", abs)
 	p.waitLog("worker ready", 2, 20*time.Second)
 	l := startLoad(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 4, true)
 	r := recycled(p, 1, 40*time.Second)[0]
@@ -204,6 +219,74 @@ func TestDrainFirstWithoutHeadroom(t *testing.T) {
 	}
 	p.waitLog("worker ready", 3, 20*time.Second)
 	l.waitRequests(100)
+	ok, failed, errs, _ := l.result()
+	if failed != 0 {
+		t.Errorf("%d of %d requests failed: %v", failed, ok+failed, errs)
+	}
+	p.signal(syscall.SIGTERM)
+	p.wait(30 * time.Second)
+}
+
+// A reload follows the same memory rule (SPEC, "Recycling"): with no room
+// for one more worker of the current size, each slot's old worker drains
+// first and its refill is ready before the next slot's turn; the other
+// worker serves throughout, and nothing fails.
+func TestReloadDrainFirstWithoutHeadroom(t *testing.T) {
+	dir := memoryCgroup(t, "200M")
+	port, health := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	env := testEnv("CLUSTERINIT_WORKERS=2", fmt.Sprintf("CLUSTERINIT_LISTEN=:%d", port), fmt.Sprintf("PORT=%d", port),
+		"CLUSTERINIT_HEALTH_ADDR="+health, "CLUSTERINIT_SAMPLE_EVERY=250ms", "CLUSTERINIT_DRAIN_TIMEOUT=2s",
+		"CLUSTERINIT_LOG_LEVEL=info", "HOG=leak", "LEAK_MAX_MB=60")
+	abs, _ := filepath.Abs("testdata/apps/hog.js")
+	p := startInCgroup(t, dir, env, "--", "node", abs)
+	p.waitLog("worker ready", 2, 20*time.Second)
+	// Each worker has leaked its 60 MB and been sampled at that size: with
+	// ~15 MB of its own besides, two fit in 200M, a third beside them does
+	// not (the node binary's pages are charged once, to whoever read them first).
+	cli := testEnv("CLUSTERINIT_HEALTH_ADDR=" + health)
+	waitFor(t, 30*time.Second, "both workers sampled at 95 MB or more", func() bool {
+		ws := statusJSON(t, cli)
+		big := 0
+		for _, w := range ws {
+			if w.RSSBytes >= 95<<20 {
+				big++
+			}
+		}
+		return big == 2
+	})
+	l := startLoad(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 4, true)
+	l.waitRequests(50)
+	p.reloads(1)
+	steps := p.logsWith("reloading worker")
+	if len(steps) != 2 {
+		t.Fatalf("%d reload steps logged, want 2:\n%s", len(steps), tail(p.stderr.String(), 30))
+	}
+	// Slot 0's step is drain-first; slot 1's is whatever the headroom then
+	// allows (slot 0's old worker has freed its memory by then).
+	if st := steps[0]; num(st, "slot") != 0 || st["path"] != "drain-first" {
+		t.Errorf("first step %v, want slot 0 drain-first", st)
+	} else if h := num(st, "headroom_bytes"); h < 0 || int64(h) >= int64(num(st, "rss_bytes")) {
+		t.Errorf("step %v: headroom should be known and below the worker's rss", st)
+	}
+	// Slot 0's old worker exits, then its refill starts and gets ready; only
+	// then does anything happen to slot 1.
+	var order []string
+	reloading := false
+	for _, l := range p.logs() {
+		msg, _ := l["msg"].(string)
+		reloading = reloading || msg == "rolling reload started"
+		switch msg {
+		case "draining worker", "worker exited", "worker started", "worker ready":
+			if reloading {
+				order = append(order, fmt.Sprintf("%s/%d", msg, num(l, "slot")))
+			}
+		}
+	}
+	want := []string{"draining worker/0", "worker exited/0", "worker started/0", "worker ready/0"}
+	if len(order) < 5 || strings.Join(order[:4], ",") != strings.Join(want, ",") || !strings.HasSuffix(order[4], "/1") {
+		t.Errorf("reload events %v, want %v and then slot 1's", order, want)
+	}
+	l.waitRequests(50)
 	ok, failed, errs, _ := l.result()
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed: %v", failed, ok+failed, errs)

@@ -754,13 +754,87 @@ func TestFleetRecycleDrainFirstWithoutHeadroom(t *testing.T) {
 	f.wantStarts(2) // the replacement starts once a is gone
 	f.exit(a, exitCode(0))
 	f.wantStarts(3)
-	// b is now the only ready worker: never drained first.
+	refill := f.last(0)
+	// The replacement lasts until the refill is ready: b, over the limit
+	// meanwhile, is not recycled while the refill boots.
+	if r := f.s.replacing; r == nil || r.new == nil || r.new.pid != refill {
+		t.Fatalf("replacing %+v, want the drain-first one until its refill %d is ready", r, refill)
+	}
+	f.advance(time.Second)
+	f.sampled(map[int]int64{b: 200 << 20})
+	f.advance(time.Second)
+	f.sampled(map[int]int64{b: 200 << 20})
+	f.wantStarts(3)
+	f.wantState(b, "ready")
+	f.ready(refill)
+	if f.s.replacing != nil {
+		t.Fatalf("replacing %+v after the refill got ready, want none", f.s.replacing)
+	}
+	// Kill the refill: b is now the only ready worker, never drained first.
+	f.exit(refill, killedBy(syscall.SIGKILL))
 	f.advance(time.Second)
 	f.sampled(map[int]int64{b: 200 << 20})
 	f.advance(time.Second)
 	f.sampled(map[int]int64{b: 200 << 20})
 	if r := f.s.replacing; r == nil || r.old.pid != b || !r.startFirst {
 		t.Fatalf("replacing %+v, want a start-first recycle of the last ready worker %d", r, b)
+	}
+}
+
+// A reload follows the same memory rule as a recycle (SPEC, "Recycling"):
+// without headroom for another worker of its size, each slot's old worker
+// drains first and the next slot waits until the refill is ready; a refill
+// that never gets ready stops the reload and its slot restarts.
+func TestFleetReloadDrainFirstWithoutHeadroom(t *testing.T) {
+	f := newFleet(t, 3, "CLUSTERINIT_READY_TIMEOUT=5s", "CLUSTERINIT_SAMPLE_EVERY=1s").sampling()
+	f.s.opt.Headroom = func() (int64, error) { return 150 << 20, nil }
+	f.run()
+	f.readyAll()
+	old := f.pidsOf(-1)
+	f.sampled(map[int]int64{old[0]: 200 << 20, old[1]: 200 << 20, old[2]: 200 << 20})
+	f.signal(syscall.SIGHUP)
+	f.wantState(old[0], "draining")
+	f.wantSignals(old[0], syscall.SIGTERM)
+	f.wantStarts(3) // nothing starts before old[0] is gone
+	f.exit(old[0], exitCode(0))
+	f.wantStarts(4)
+	refill := f.last(0)
+	f.advance(time.Second)
+	f.wantState(old[1], "ready") // the next slot waits for the refill
+	f.ready(refill)
+	f.wantState(old[1], "draining")
+	f.wantStarts(4)
+	f.exit(old[1], exitCode(0))
+	f.wantStarts(5)
+	bad := f.last(1)
+	f.advance(5 * time.Second) // not ready within READY_TIMEOUT
+	f.exit(bad, killedBy(syscall.SIGKILL))
+	if f.s.counters.reloads[ReloadFailure] != 1 {
+		t.Fatalf("reloads %v, want one failure", f.s.counters.reloads)
+	}
+	f.wantState(old[2], "ready")
+	f.wantSignals(old[2])
+	f.advance(time.Second) // the slot restarts as after a crash
+	f.wantStarts(6)
+	if st := f.procs.starts[len(f.procs.starts)-1]; st.slot != 1 {
+		t.Fatalf("restarted slot %d, want 1", st.slot)
+	}
+}
+
+// With headroom, a reload starts each new worker first (the default when no
+// memory limit is known: TestFleetReloadOneAtATime).
+func TestFleetReloadStartFirstWithHeadroom(t *testing.T) {
+	f := newFleet(t, 2, "CLUSTERINIT_SAMPLE_EVERY=1s").sampling()
+	f.s.opt.Headroom = func() (int64, error) { return 250 << 20, nil }
+	f.run()
+	f.readyAll()
+	old := f.pidsOf(-1)
+	f.sampled(map[int]int64{old[0]: 200 << 20, old[1]: 200 << 20})
+	f.signal(syscall.SIGHUP)
+	f.wantStarts(3)
+	f.wantState(old[0], "ready")
+	if r := f.s.replacing; r == nil || !r.startFirst {
+		t.Fatalf("replacing %+v, want a start-first reload step", r)
 	}
 }
 

@@ -10,7 +10,7 @@ type replacement struct {
 	slot       int
 	reason     RecycleReason
 	old        *worker
-	new        *worker // nil until started, and for drain-first
+	new        *worker // nil until started; drain-first: the slot's refill, once old has exited
 	startFirst bool    // start new, then drain old once new is ready
 }
 
@@ -96,7 +96,10 @@ func (s *Supervisor) advance(now time.Time) {
 			// up a fresh worker anyway.
 			continue
 		}
-		s.replace(sl, RecycleReload, true, now)
+		startFirst, headroom := s.replacementPath(sl.current)
+		s.log.Info("reloading worker", "slot", sl.index, "pid", sl.current.pid, "path", pathName(startFirst),
+			"headroom_bytes", headroom, "rss_bytes", sl.current.lastUsage.RSSBytes)
+		s.replace(sl, RecycleReload, startFirst, now)
 	}
 }
 
@@ -126,10 +129,14 @@ func (s *Supervisor) replace(sl *slot, reason RecycleReason, startFirst bool, no
 	}
 }
 
-// replacementReady: the new worker serves, so the old one drains.
+// replacementReady: the new worker serves, so the old one drains (drain-first:
+// it is gone already, and the replacement is over).
 func (s *Supervisor) replacementReady(r *replacement, now time.Time) {
 	sl := s.slotOf(r.slot) // the slot is there: removing it ends r
 	old := sl.current
+	if old == r.new {
+		old = nil // drain-first: the refill is already the slot's worker
+	}
 	sl.current = r.new
 	s.replacing = nil
 	if r.reason != RecycleReload {
@@ -148,24 +155,43 @@ func (s *Supervisor) replacementExited(r *replacement, w *worker, now time.Time)
 		// The new worker died before it was ready.
 		s.replacementFailed(r, now)
 	case w == r.old && !r.startFirst:
-		// Drain-first: the old worker is gone, fill the slot now.
-		s.replacing = nil
-		if sl := s.slotOf(r.slot); sl != nil && s.vacant(sl) && !s.stopping {
-			sl.current = s.start(sl, now)
+		// Drain-first: the old worker is gone, fill the slot now. The
+		// replacement lasts until the refill is ready, so the next one (a
+		// reload's next slot, another recycle) never overlaps its boot; a
+		// refill that dies first ends it as a failed one, and the slot is
+		// restarted as after any crash.
+		r.old = nil
+		sl := s.slotOf(r.slot)
+		if sl == nil || s.stopping || !s.vacant(sl) {
+			s.replacing = nil
+			s.advance(now)
+			return
 		}
-		s.advance(now)
+		if sl.current = s.start(sl, now); sl.current == nil {
+			s.replacementFailed(r, now) // the fork failed: retried as a crash
+			return
+		}
+		r.new = sl.current
+		if r.new.state == ready {
+			s.replacementReady(r, now)
+		}
 	}
 }
 
-// replacementFailed ends the replacement with the old worker still serving.
-// A failed reload stops, so a bad release never replaces more than one
-// worker at a time; a failed recycle is tried again after backoff.
+// replacementFailed ends a replacement whose new worker did not get ready:
+// start-first, the old worker keeps serving; drain-first, the old worker is
+// gone and the slot restarts as after any crash. A failed reload stops, so a
+// bad release never replaces more than one worker at a time; a failed
+// recycle is tried again after backoff.
 func (s *Supervisor) replacementFailed(r *replacement, now time.Time) {
 	s.replacing = nil
 	if r.reason == RecycleReload {
 		if s.reloadQueue != nil {
-			s.log.Error("rolling reload failed: a new worker did not get ready; the old workers keep serving",
-				"slot", r.slot, "skipped_slots", len(s.reloadQueue))
+			msg := "rolling reload failed: a new worker did not get ready; the old workers keep serving"
+			if !r.startFirst {
+				msg = "rolling reload failed: a new worker did not get ready; its slot restarts, the other old workers keep serving"
+			}
+			s.log.Error(msg, "slot", r.slot, "skipped_slots", len(s.reloadQueue))
 		}
 		s.reloadFailed()
 		return
@@ -173,8 +199,11 @@ func (s *Supervisor) replacementFailed(r *replacement, now time.Time) {
 	s.recycleFailures++
 	delay := backoff(s.cfg.RestartDelay, s.recycleFailures)
 	s.recycleRetryAt = now.Add(delay)
-	s.log.Error("replacement worker did not get ready; the old worker keeps serving",
-		"slot", r.slot, "reason", r.reason, "retry_in", delay)
+	msg := "replacement worker did not get ready; the old worker keeps serving"
+	if !r.startFirst {
+		msg = "replacement worker did not get ready; its slot restarts"
+	}
+	s.log.Error(msg, "slot", r.slot, "reason", r.reason, "retry_in", delay)
 }
 
 // scaleUp adds a slot (SIGTTIN).

@@ -204,15 +204,24 @@ func (s *Supervisor) canRecycle(w *worker) bool {
 // recycle failed within its backoff; else it is tried again later: at the
 // next sample, its figures still over the limit, or (MAX_AGE) as soon as
 // the replacement under way ends.
-// Start-first when the container's memory headroom fits another worker of
-// w's size, else drain-first, except that the fleet's last ready worker is
-// always replaced start-first: a recycle never leaves no worker serving.
 func (s *Supervisor) recycle(w *worker, reason RecycleReason, now time.Time, figures ...any) {
 	if !s.canRecycle(w) || now.Before(s.recycleRetryAt) {
 		return
 	}
-	sl := s.slotOf(w.slot)
-	startFirst, headroom := true, int64(-1)
+	startFirst, headroom := s.replacementPath(w)
+	attrs := append([]any{"slot", w.slot, "pid", w.pid, "reason", reason, "path", pathName(startFirst), "headroom_bytes", headroom}, figures...)
+	s.log.Info("recycling worker", attrs...)
+	s.replace(s.slotOf(w.slot), reason, startFirst, now)
+}
+
+// replacementPath decides how w is replaced, for a recycle and for a step of
+// a reload alike (SPEC, "Recycling"): start-first when the container's
+// memory headroom fits another worker of w's size, else drain-first, except
+// that the fleet's last ready worker is always replaced start-first, so a
+// replacement never leaves no worker serving. headroom is -1 when unknown
+// (no memory limit, or it could not be read): then start-first.
+func (s *Supervisor) replacementPath(w *worker) (startFirst bool, headroom int64) {
+	startFirst, headroom = true, -1
 	if s.opt.Headroom != nil {
 		if h, err := s.opt.Headroom(); err == nil {
 			headroom = h
@@ -226,13 +235,14 @@ func (s *Supervisor) recycle(w *worker, reason RecycleReason, now time.Time, fig
 		s.log.Warn("memory headroom is short, but this is the only ready worker: starting its replacement first",
 			"slot", w.slot, "pid", w.pid, "headroom_bytes", headroom)
 	}
-	path := "start-first"
-	if !startFirst {
-		path = "drain-first"
+	return startFirst, headroom
+}
+
+func pathName(startFirst bool) string {
+	if startFirst {
+		return "start-first"
 	}
-	attrs := append([]any{"slot", w.slot, "pid", w.pid, "reason", reason, "path", path, "headroom_bytes", headroom}, figures...)
-	s.log.Info("recycling worker", attrs...)
-	s.replace(sl, reason, startFirst, now)
+	return "drain-first"
 }
 
 func (s *Supervisor) readyCount() int {
