@@ -128,6 +128,27 @@ func TestListenPortTakenExit1(t *testing.T) {
 	}
 }
 
+// A HEALTH_ADDR that cannot be bound is exit 1 before any worker starts:
+// the orchestrator's health check could never pass.
+func TestHealthAddrTakenExit1(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	code, stdout, stderr := runCLI(t, testEnv("CLUSTERINIT_LISTEN=none", "CLUSTERINIT_HEALTH_ADDR="+ln.Addr().String()),
+		"--", "sh", "-c", "echo STARTED")
+	if code != 1 {
+		t.Errorf("exit code %d, want 1", code)
+	}
+	if !strings.Contains(stderr, "address already in use") || !strings.Contains(stderr, ln.Addr().String()) {
+		t.Errorf("stderr does not say which address is taken: %s", stderr)
+	}
+	if strings.Contains(stdout, "STARTED") || strings.Contains(stderr, "worker started") {
+		t.Errorf("a worker started although the health server could not be bound")
+	}
+}
+
 // More workers than the fd limit allows: the ones that fit start, the rest
 // fail with a clear error and back off, and clusterinit gives up with exit 1
 // after MAX_FAILED_STARTS instead of spinning.

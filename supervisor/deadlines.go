@@ -139,6 +139,6 @@ func (s *Supervisor) readyTimedOut(w *worker) {
 // signal.
 func (s *Supervisor) drainTimedOut(w *worker) {
 	s.log.Warn("drain deadline passed: killing worker", "slot", w.slot, "pid", w.pid, "drain_timeout", s.cfg.DrainTimeout)
-	w.killed = true
+	w.killed, w.killedFor = true, "it did not exit within DRAIN_TIMEOUT"
 	s.signal(w, syscall.SIGKILL)
 }

@@ -491,6 +491,10 @@ func TestFleetSecondStopSignalKills(t *testing.T) {
 	if !f.s.finished() {
 		t.Fatal("not finished after every worker was killed")
 	}
+	// The exits say why they were killed: not DRAIN_TIMEOUT.
+	if !f.logged("worker killed: a second stop signal") || f.logged("worker killed: it did not exit within DRAIN_TIMEOUT") {
+		t.Error("the kills' log lines do not name the second stop signal")
+	}
 }
 
 // A worker not ready by READY_TIMEOUT is killed, never counted ready, and its

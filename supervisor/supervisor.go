@@ -364,7 +364,7 @@ func (s *Supervisor) onExit(ex signals.Exit, now time.Time) {
 	case oom:
 		s.log.Error("worker killed by the kernel's OOM killer: the task ran out of memory", append(attrs, s.oomFigures(w)...)...)
 	case requested && w.killed:
-		s.log.Warn("worker killed: it did not exit within DRAIN_TIMEOUT", attrs...)
+		s.log.Warn("worker killed: "+w.killedFor, attrs...)
 	case requested && !cleanStop(ex.Status, s.cfg.StopSignal.Sys()):
 		s.log.Error("worker exited uncleanly while draining", attrs...)
 		if s.stopping && s.exitCode == 0 {
@@ -623,7 +623,7 @@ func (s *Supervisor) killAll(now time.Time) {
 	s.replacing = nil // as in drainAll: every worker is going
 	for _, w := range s.workersByPid() {
 		w.state = draining
-		w.killed = true
+		w.killed, w.killedFor = true, "a second stop signal"
 		w.killAt = now
 		s.signal(w, syscall.SIGKILL)
 	}

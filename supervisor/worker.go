@@ -48,6 +48,7 @@ type worker struct {
 	signalAt   time.Time // draining, handing over: the stop signal is sent then
 	killAt     time.Time // draining: SIGKILL after this
 	killed     bool      // SIGKILLed by clusterinit
+	killedFor  string    // why: the exit's log line says it
 	execed     bool      // it sent a message, so it runs the command, not the shim
 	resignalAt time.Time // drained in the shim: check then whether to signal again
 
