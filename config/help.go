@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Variable describes one configuration variable for help and docs.
@@ -126,6 +127,9 @@ func (c *Config) ValueMap() map[string]string {
 // formatValue gives the text of one field: String for the value types and
 // time.Duration, strconv for the plain bool and int fields.
 func formatValue(v reflect.Value) string {
+	if d, ok := v.Interface().(time.Duration); ok {
+		return formatDuration(d)
+	}
 	if s, ok := v.Interface().(fmt.Stringer); ok {
 		return s.String()
 	}
@@ -138,4 +142,20 @@ func formatValue(v reflect.Value) string {
 	// A new field of another kind must get a case above; fmt's default
 	// form is a visible stand-in until then, and the round-trip test fails.
 	return fmt.Sprint(v.Interface())
+}
+
+// formatDuration writes d as SPEC and the help do: 5m, not 5m0s; 1h30m;
+// 0 for off. It parses back to d.
+func formatDuration(d time.Duration) string {
+	if d == 0 {
+		return "0"
+	}
+	out := d.String()
+	if strings.HasSuffix(out, "m0s") {
+		out = strings.TrimSuffix(out, "0s")
+	}
+	if strings.HasSuffix(out, "h0m") {
+		out = strings.TrimSuffix(out, "0m")
+	}
+	return out
 }
