@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/clusterinit/clusterinit/config"
+	"github.com/clusterinit/clusterinit/footprint"
 	"github.com/clusterinit/clusterinit/health"
 	"github.com/clusterinit/clusterinit/limits"
 	"github.com/clusterinit/clusterinit/listeners"
@@ -225,6 +226,7 @@ func supervise(cfg *config.Config, argv []string, stderr io.Writer) int {
 		UserHeapSize: userHeap,
 		OOMKills:     detector.OOMKills,
 		Headroom:     headroom(detector, lim),
+		FleetUp:      func() { go releaseStartupPages(log) },
 		Sampler:      sampler,
 	})
 	if !cfg.HealthAddr.Off {
@@ -269,6 +271,18 @@ func headroom(d limits.Detector, lim limits.Limits) func() (int64, error) {
 		}
 		return lim.MemoryBytes - used, nil
 	}
+}
+
+// releaseStartupPages gives back the pages of clusterinit's executable that
+// only startup used (footprint): most of its resident memory.
+func releaseStartupPages(log *slog.Logger) {
+	r, err := footprint.Release()
+	if err != nil {
+		log.Debug("release startup pages", "err", err)
+		return
+	}
+	log.Debug("released startup pages", "rss_bytes_before", r.ResidentBefore, "rss_bytes", r.ResidentAfter,
+		"file_rss_bytes_before", r.FileRSSBefore, "file_rss_bytes", r.FileRSSAfter)
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

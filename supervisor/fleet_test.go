@@ -785,6 +785,29 @@ func TestFleetRecycleDrainFirstWithoutHeadroom(t *testing.T) {
 	}
 }
 
+// FleetUp is called once, when every slot first has a ready worker, and
+// not again after a crash and restart.
+func TestFleetUpOnce(t *testing.T) {
+	f := newFleet(t, 2)
+	calls := 0
+	f.s.opt.FleetUp = func() { calls++ }
+	f.run()
+	f.ready(f.last(0))
+	if calls != 0 {
+		t.Fatalf("FleetUp called with one of two workers ready")
+	}
+	f.ready(f.last(1))
+	if calls != 1 {
+		t.Fatalf("FleetUp called %d times once both are ready, want 1", calls)
+	}
+	f.exit(f.last(0), exitCode(1))
+	f.advance(time.Second)
+	f.ready(f.last(0))
+	if calls != 1 {
+		t.Fatalf("FleetUp called %d times after a restart, want 1", calls)
+	}
+}
+
 // A reload follows the same memory rule as a recycle (SPEC, "Recycling"):
 // without headroom for another worker of its size, each slot's old worker
 // drains first and the next slot waits until the refill is ready; a refill

@@ -63,6 +63,10 @@ type Options struct {
 	// of the current size fits.
 	Headroom func() (int64, error)
 
+	// FleetUp, when set, is called once, from the loop, the first time every
+	// slot has a ready worker: startup is over. It must not block.
+	FleetUp func()
+
 	// Procs starts and signals workers; nil forks real ones. Unit tests of
 	// the fleet's logic set a fake.
 	Procs Procs
@@ -92,6 +96,7 @@ type Supervisor struct {
 	stopReason string
 	drainAt    time.Time // end of STOP_DELAY; zero once draining began
 	exitCode   int
+	fleetUp    bool // FleetUp has been called
 
 	// Replacement (reload, recycle, scale-down): at most one at a time.
 	reloadQueue     []int // slots still to reload; nil: no reload under way
@@ -508,6 +513,21 @@ func (s *Supervisor) markReady(w *worker, how string, now time.Time) {
 		s.replacementReady(r, now)
 	}
 	s.checkProven(w, now)
+	s.checkFleetUp()
+}
+
+// checkFleetUp calls FleetUp the first time every slot has a ready worker.
+func (s *Supervisor) checkFleetUp() {
+	if s.fleetUp || s.opt.FleetUp == nil {
+		return
+	}
+	for _, sl := range s.slots {
+		if sl.current == nil || sl.current.state != ready {
+			return
+		}
+	}
+	s.fleetUp = true
+	s.opt.FleetUp()
 }
 
 // checkProven resets backoff and the failed-start count once a ready worker
