@@ -679,3 +679,48 @@ func TestBrokenPreloadLeavesTheApp(t *testing.T) {
 		t.Errorf("stderr %q does not say that the preload failed", stderr.String())
 	}
 }
+
+// A worker thread never runs the preload, while the main thread does. Node
+// runs NODE_OPTIONS' --import in the main thread only (a worker's execArgv
+// --import too), so the worker here imports the bootstrap itself, the worst
+// case: it finds no source, which left process.env before the app ran. What
+// shows it: net.Server.prototype.listen is the preload's wrapper in the main
+// thread and Node's own in the worker.
+func TestNoPreloadInWorkerThreads(t *testing.T) {
+	plain, err := nodeWith("", "-p", "String(require('net').Server.prototype.listen)").Output()
+	if err != nil {
+		t.Fatalf("plain node: %v", err)
+	}
+	script := `
+const { Worker } = require('node:worker_threads');
+const main = String(require('net').Server.prototype.listen);
+const inWorker = 'const { parentPort } = await import("node:worker_threads");' +
+  'await import(process.env.BOOTSTRAP_URL);' +
+  'parentPort.postMessage(String((await import("node:net")).Server.prototype.listen));';
+const w = new Worker(new URL('data:text/javascript,' + encodeURIComponent(inWorker)));
+w.on('message', (listen) => { console.log(JSON.stringify({ main, inWorker: listen })); w.terminate(); });
+w.on('error', (err) => { console.error(err); process.exit(1); });
+`
+	nodeOptions := NodeOptions("", Options{})
+	bootstrap, ok := strings.CutPrefix(nodeOptions, "--import ")
+	if !ok || strings.Contains(bootstrap, " ") {
+		t.Fatalf("NODE_OPTIONS %q: want one --import", nodeOptions)
+	}
+	cmd := nodeWith(nodeOptions, "-e", script)
+	cmd.Env = append(cmd.Env, "BOOTSTRAP_URL="+bootstrap)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node with the preload: %v: %s", err, out)
+	}
+	var got struct{ Main, InWorker string }
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	want := strings.TrimSpace(string(plain))
+	if got.Main == want {
+		t.Errorf("the main thread's listen is Node's own: the preload did not run there")
+	}
+	if got.InWorker != want {
+		t.Errorf("the worker thread's listen is not Node's own: the preload ran in a worker thread:\n%s", got.InWorker)
+	}
+}
