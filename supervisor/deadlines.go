@@ -54,7 +54,7 @@ func (s *Supervisor) deadlines() []deadline {
 				})
 			}
 		case draining:
-			if !w.killed {
+			if !w.killed() {
 				add(w.signalAt, "stop signal", w.pid, func(now time.Time) {
 					s.sendStop(w, "handover done", now)
 					s.advance(now)
@@ -139,6 +139,6 @@ func (s *Supervisor) readyTimedOut(w *worker) {
 // signal.
 func (s *Supervisor) drainTimedOut(w *worker) {
 	s.log.Warn("drain deadline passed: killing worker", "slot", w.slot, "pid", w.pid, "drain_timeout", s.cfg.DrainTimeout)
-	w.killed, w.killedFor = true, "it did not exit within DRAIN_TIMEOUT"
+	w.killedFor = "it did not exit within DRAIN_TIMEOUT"
 	s.signal(w, syscall.SIGKILL)
 }

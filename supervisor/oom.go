@@ -34,7 +34,7 @@ func (s *Supervisor) readOOMKills() (n int64, ok bool) {
 // oomKilled reports whether w, which exited with ws, was killed by the OOM
 // killer, and moves the baseline on.
 func (s *Supervisor) oomKilled(w *worker, ws unix.WaitStatus) bool {
-	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL || w.killed || w.timedOut {
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL || w.killed() || w.timedOut {
 		return false
 	}
 	n, ok := s.readOOMKills()

@@ -39,7 +39,7 @@ func (s *Supervisor) noteStopInShim(w *worker, now time.Time) {
 // resignalAfterShim sends the stop signal again to a worker drained in the
 // shim once it has left it.
 func (s *Supervisor) resignalAfterShim(w *worker, now time.Time) {
-	if w.resignalAt.IsZero() || now.Before(w.resignalAt) || w.killed {
+	if w.resignalAt.IsZero() || now.Before(w.resignalAt) || w.killed() {
 		return
 	}
 	if s.inShim(w.pid) {

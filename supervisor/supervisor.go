@@ -358,7 +358,7 @@ func (s *Supervisor) onExit(ex signals.Exit, now time.Time) {
 	switch {
 	case oom:
 		reason = ExitOOM
-	case w.killed:
+	case w.killed():
 		reason = ExitKilled
 	case requested:
 		reason = ExitStopped
@@ -368,7 +368,7 @@ func (s *Supervisor) onExit(ex signals.Exit, now time.Time) {
 	switch {
 	case oom:
 		s.log.Error("worker killed by the kernel's OOM killer: the task ran out of memory", append(attrs, s.oomFigures(w)...)...)
-	case requested && w.killed:
+	case requested && w.killed():
 		s.log.Warn("worker killed: "+w.killedFor, attrs...)
 	case requested && !cleanStop(ex.Status, s.cfg.StopSignal.Sys()):
 		s.log.Error("worker exited uncleanly while draining", attrs...)
@@ -643,7 +643,7 @@ func (s *Supervisor) killAll(now time.Time) {
 	s.replacing = nil // as in drainAll: every worker is going
 	for _, w := range s.workersByPid() {
 		w.state = draining
-		w.killed, w.killedFor = true, "a second stop signal"
+		w.killedFor = "a second stop signal"
 		w.killAt = now
 		s.signal(w, syscall.SIGKILL)
 	}

@@ -47,8 +47,7 @@ type worker struct {
 
 	signalAt   time.Time // draining, handing over: the stop signal is sent then
 	killAt     time.Time // draining: SIGKILL after this
-	killed     bool      // SIGKILLed by clusterinit
-	killedFor  string    // why: the exit's log line says it
+	killedFor  string    // SIGKILLed by clusterinit, and why (the exit's log line says it); "" if not
 	execed     bool      // it sent a message, so it runs the command, not the shim
 	resignalAt time.Time // drained in the shim: check then whether to signal again
 
@@ -113,3 +112,6 @@ func cleanStop(ws unix.WaitStatus, stopSignal syscall.Signal) bool {
 // handingOver: w is draining but still inside its handover window (its stop
 // signal is yet to come).
 func (w *worker) handingOver() bool { return w.state == draining && !w.signalAt.IsZero() }
+
+// killed: clusterinit SIGKILLed w (a deadline, a second stop signal).
+func (w *worker) killed() bool { return w.killedFor != "" }
