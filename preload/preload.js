@@ -124,11 +124,13 @@ const state = {
   closeIdle: null, // http.Server.prototype.closeIdleConnections, unpatched
 };
 
-// This runs in the main thread only: the bootstrap takes the preload's text
-// out of process.env before the app runs, so a worker thread the app starts
-// (whose environment is a copy of process.env, or process.env itself) finds
-// none. So worker_threads is not loaded to ask, nor is v8 before the first
-// heartbeat (about 5 ms of a boot's CPU on Node 26 between them).
+// This runs in the main thread only: Node runs NODE_OPTIONS' --import there
+// alone, and the bootstrap takes the preload's text out of process.env before
+// the app runs, so a worker thread that imports the bootstrap anyway (its
+// environment a copy of process.env, or process.env itself) finds none. So
+// worker_threads is not loaded to ask, nor is v8 before the first heartbeat:
+// 2-3 ms less CPU per boot (docs/benchmarks.md, "Where a reload's tail
+// comes from").
 install();
 
 // Each step stands alone: one that fails leaves the others working.
