@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"fmt"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 )
@@ -21,7 +17,7 @@ func TestStartupPagesReleased(t *testing.T) {
 	if before <= 0 || after > before/2 {
 		t.Errorf("file-backed resident memory %d -> %d bytes: want it at least halved", before, after)
 	}
-	if rss := residentBytes(t, p.pid()); rss >= num(l, "rss_bytes_before") {
+	if rss := vmRSS(p.pid()); rss <= 0 || rss >= int64(num(l, "rss_bytes_before")) {
 		t.Errorf("resident memory is %d bytes, not below the %d before the release", rss, num(l, "rss_bytes_before"))
 	}
 	for range 20 {
@@ -37,24 +33,4 @@ func TestStartupPagesReleased(t *testing.T) {
 		t.Fatalf("after the release and a reload: %v", err)
 	}
 	resp.Body.Close()
-}
-
-// residentBytes is VmRSS of pid.
-func residentBytes(t *testing.T, pid int) int {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
-			if err != nil {
-				t.Fatalf("VmRSS of %d: %q", pid, v)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
 }
