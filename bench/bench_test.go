@@ -56,7 +56,7 @@ func TestSmoke(t *testing.T) {
 			positive = append(positive, mRecycleP99, mRecycleBeforeP99, mRecycleRPS, mRecycleSecs)
 		}
 		if c.supervised() {
-			positive = append(positive, mIdleRSS, "ka"+sSupRSS, "close"+sSupRSS, mBalance, mReloadSecs, mReloadP99)
+			positive = append(positive, mIdleRSS, "ka"+sSupRSS, "close"+sSupRSS, mBalance, mReloadSecs, mReloadP99, mReloadRPS)
 		}
 		for _, m := range positive {
 			v := res.samplesOf(c.Name, m)

@@ -422,6 +422,7 @@ func (e *env) runOne(ctx context.Context, c contender, res *results) (noise floa
 		res.add(c, mReloadFailed, float64(r.wrk.failed()))
 		res.add(c, mReloadP99, r.wrk.P99US/1000)
 		res.add(c, mReloadSecs, r.took.Seconds())
+		res.add(c, mReloadRPS, r.wrk.rps())
 		res.addReloadErrors(c, r.wrk)
 	}
 	if e.s.NextDuration > 0 && !c.noPreload {
