@@ -53,10 +53,10 @@ func TestSmoke(t *testing.T) {
 			positive = append(positive, "nextclose"+sRPS, "nextka"+sP99)
 		}
 		if c.isClusterinit() {
-			positive = append(positive, mRecycleP99, mRecycleBeforeP99, mRecycleRPS, mRecycleSecs)
+			positive = append(positive, mRecycleP99, mRecycleBeforeP99, mRecycleRPS, mRecycleSecs, mRecycleP99Ratio, mRecycleRPSRatio)
 		}
 		if c.supervised() {
-			positive = append(positive, mIdleRSS, "ka"+sSupRSS, "close"+sSupRSS, mBalance, mReloadSecs, mReloadP99, mReloadRPS)
+			positive = append(positive, mIdleRSS, "ka"+sSupRSS, "close"+sSupRSS, mBalance, mReloadSecs, mReloadP99, mReloadRPS, mReloadP99Ratio, mReloadRPSRatio)
 		}
 		for _, m := range positive {
 			v := res.samplesOf(c.Name, m)
