@@ -271,7 +271,11 @@ func run(ctx context.Context, s settings) (*results, error) {
 		}
 	}
 	for r := 1; r <= s.Runs; r++ {
-		for _, c := range cs {
+		// Each round starts one further along the list, so that no
+		// contender always runs right after the same one (PM2's daemon
+		// going away, say) or always first.
+		for i := range cs {
+			c := cs[(i+r-1)%len(cs)]
 			for attempt := 0; ; attempt++ {
 				e.waitQuiet(ctx)
 				e.logf("run %d/%d: %s", r, s.Runs, c.Name)

@@ -290,7 +290,7 @@ func (r *results) markdown() string {
 	p("- Versions: Node %s, PM2 %s, wrk %s, clusterinit `%s`, %s.\n", v.Node, v.PM2, v.Wrk, v.Clusterinit, v.Go)
 	p("- App: `bench/app.js`, which runs `testdata/apps/http.js` unchanged (a JSON reply per request) and adds a per-process request counter and a CPU-heavy `GET /cpu?n=%d` (about 0.6 ms of JavaScript). %d workers for every contender but `node`.\n",
 		s.CPUN, s.Workers)
-	p("- Load: wrk, %d connections, %d threads, 127.0.0.1 only. Each of %d rounds starts every contender in turn, runs every scenario on it and stops it: %s warm-up with keep-alive, %s with a new connection per request (`-H 'Connection: close'`), %s of the CPU-heavy handler, %s with keep-alive, then a rolling reload under keep-alive load. Figures are medians over the rounds.\n",
+	p("- Load: wrk, %d connections, %d threads, 127.0.0.1 only. Each of %d rounds starts every contender in turn (each round one further along the list), runs every scenario on it and stops it: %s warm-up with keep-alive, %s with a new connection per request (`-H 'Connection: close'`), %s of the CPU-heavy handler, %s with keep-alive, then a rolling reload under keep-alive load. Figures are medians over the rounds.\n",
 		s.Conns, s.Threads, s.Runs, s.Warmup, s.Duration, s.CPUDuration, s.Duration)
 	var bg []float64
 	for _, c := range r.cs {
