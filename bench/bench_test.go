@@ -134,3 +134,26 @@ func TestBalanceAndMedian(t *testing.T) {
 		t.Errorf("fmtInt: %s %s", fmtInt(1234567), fmtInt(12))
 	}
 }
+
+// A figure beside a target's verdict never prints as the limit itself
+// unless it is the limit.
+func TestRatioVsLimit(t *testing.T) {
+	for _, c := range []struct {
+		v, limit float64
+		want     string
+	}{
+		{1.503, 1.5, "1.503×"},
+		{0.897, 0.9, "0.897×"},
+		{1.5, 1.5, "1.50×"},
+		{1.44, 1.5, "1.44×"},
+		{0.99, 0.95, "0.99×"},
+	} {
+		if got := fmtRatioVs(c.v, c.limit); got != c.want {
+			t.Errorf("fmtRatioVs(%v, %v) = %q, want %q", c.v, c.limit, got, c.want)
+		}
+	}
+	r := &results{samples: map[string]map[string][]float64{"a": {"m": {1.2, 2.4, 1.1}}}}
+	if got, want := r.ratioCell("a", "m"), "1.20× (1.20×; 2.40×; 1.10×)"; got != want {
+		t.Errorf("ratioCell = %q, want %q", got, want)
+	}
+}

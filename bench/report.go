@@ -234,6 +234,16 @@ func fmtRatio(v float64) string {
 	return fmt.Sprintf("%.2f×", v)
 }
 
+// fmtRatioVs is fmtRatio with a third decimal where two would print the
+// limit itself (1.503 as "1.50×"), so that a target's verdict and the figure
+// beside it never seem to disagree.
+func fmtRatioVs(v, limit float64) string {
+	if s := fmtRatio(v); s != fmtRatio(limit) || v == limit {
+		return s
+	}
+	return fmt.Sprintf("%.3f×", v)
+}
+
 // ratioCell is a per-round ratio's median, then each round's:
 // "1.20× (1.10×; 1.20×; 2.40×)".
 func (r *results) ratioCell(name, metric string) string {
@@ -488,7 +498,7 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(own) || nan(best) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%s (best other: %s)", fmtRatio(own/best), who), own/best >= 0.97, true
+			return fmt.Sprintf("%s (best other: %s)", fmtRatioVs(own/best, 0.97), who), own/best >= 0.97, true
 		}},
 		{"new connection per request: req/s ≥ 1.6× cluster round-robin and PM2, ≥ 0.95× SCHED_NONE", func(c contender) (string, bool, bool) {
 			own := r.median(c.Name, "close"+sRPS)
@@ -496,7 +506,7 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(own) || nan(rr) || nan(pm) || nan(none) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%s RR, %s PM2, %s SCHED_NONE", fmtRatio(own/rr), fmtRatio(own/pm), fmtRatio(own/none)),
+			return fmt.Sprintf("%s RR, %s PM2, %s SCHED_NONE", fmtRatioVs(own/rr, 1.6), fmtRatioVs(own/pm, 1.6), fmtRatioVs(own/none, 0.95)),
 				own/rr >= 1.6 && own/pm >= 1.6 && own/none >= 0.95, true
 		}},
 		{"supervisor memory, idle and under load: ≤ 8 MiB", func(c contender) (string, bool, bool) {
@@ -530,7 +540,7 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(p99) || nan(rps) {
 				return "", false, false
 			}
-			return fmt.Sprintf("p99 %s, req/s %s", fmtRatio(p99), fmtRatio(rps)), p99 <= 1.5 && rps >= 0.9, true
+			return fmt.Sprintf("p99 %s, req/s %s", fmtRatioVs(p99, 1.5), fmtRatioVs(rps, 0.9)), p99 <= 1.5 && rps >= 0.9, true
 		}},
 		{"MAX_AGE recycle under keep-alive load: 0 failed, p99 during / before ≤ 1.5×, req/s during ≥ 0.9× before", func(c contender) (string, bool, bool) {
 			f := r.samplesOf(c.Name, mRecycleFailed)
@@ -542,7 +552,7 @@ func (r *results) targets(b *strings.Builder) {
 			for _, v := range f {
 				failed += v
 			}
-			return fmt.Sprintf("%s failed, p99 %s, req/s %s", fmtInt(failed), fmtRatio(p99), fmtRatio(rps)),
+			return fmt.Sprintf("%s failed, p99 %s, req/s %s", fmtInt(failed), fmtRatioVs(p99, 1.5), fmtRatioVs(rps, 0.9)),
 				failed == 0 && p99 <= 1.5 && rps >= 0.9, true
 		}},
 		{"balance, 50 keep-alive connections: busiest / idlest worker ≤ 1.5", func(c contender) (string, bool, bool) {
@@ -560,7 +570,7 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(own) || nan(bare) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%s (%s vs %s req/s)", fmtRatio(own/bare), fmtInt(own), fmtInt(bare)), own/bare >= 0.97, true
+			return fmt.Sprintf("%s (%s vs %s req/s)", fmtRatioVs(own/bare, 0.97), fmtInt(own), fmtInt(bare)), own/bare >= 0.97, true
 		}},
 		{"exec to every worker listening: ≤ 20 ms over `node` alone", func(c contender) (string, bool, bool) {
 			own, node := r.median(c.Name, mStartMS), r.median("node", mStartMS)
