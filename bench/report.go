@@ -244,6 +244,11 @@ func fmtRatioVs(v, limit float64) string {
 	return fmt.Sprintf("%.3f×", v)
 }
 
+// atLeast and atMost judge a ratio against a target's limit and print it
+// for the verdict's line.
+func atLeast(v, limit float64) (string, bool) { return fmtRatioVs(v, limit), v >= limit }
+func atMost(v, limit float64) (string, bool)  { return fmtRatioVs(v, limit), v <= limit }
+
 // ratioCell is a per-round ratio's median, then each round's:
 // "1.20× (1.10×; 1.20×; 2.40×)".
 func (r *results) ratioCell(name, metric string) string {
@@ -498,7 +503,8 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(own) || nan(best) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%s (best other: %s)", fmtRatioVs(own/best, 0.97), who), own/best >= 0.97, true
+			ratio, ok := atLeast(own/best, 0.97)
+			return fmt.Sprintf("%s (best other: %s)", ratio, who), ok, true
 		}},
 		{"new connection per request: req/s ≥ 1.6× cluster round-robin and PM2, ≥ 0.95× SCHED_NONE", func(c contender) (string, bool, bool) {
 			own := r.median(c.Name, "close"+sRPS)
@@ -506,8 +512,10 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(own) || nan(rr) || nan(pm) || nan(none) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%s RR, %s PM2, %s SCHED_NONE", fmtRatioVs(own/rr, 1.6), fmtRatioVs(own/pm, 1.6), fmtRatioVs(own/none, 0.95)),
-				own/rr >= 1.6 && own/pm >= 1.6 && own/none >= 0.95, true
+			vsRR, okRR := atLeast(own/rr, 1.6)
+			vsPM2, okPM2 := atLeast(own/pm, 1.6)
+			vsNone, okNone := atLeast(own/none, 0.95)
+			return fmt.Sprintf("%s RR, %s PM2, %s SCHED_NONE", vsRR, vsPM2, vsNone), okRR && okPM2 && okNone, true
 		}},
 		{"supervisor memory, idle and under load: ≤ 8 MiB", func(c contender) (string, bool, bool) {
 			idle := r.median(c.Name, mIdleRSS)
@@ -540,7 +548,9 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(p99) || nan(rps) {
 				return "", false, false
 			}
-			return fmt.Sprintf("p99 %s, req/s %s", fmtRatioVs(p99, 1.5), fmtRatioVs(rps, 0.9)), p99 <= 1.5 && rps >= 0.9, true
+			tail, okTail := atMost(p99, 1.5)
+			rate, okRate := atLeast(rps, 0.9)
+			return fmt.Sprintf("p99 %s, req/s %s", tail, rate), okTail && okRate, true
 		}},
 		{"MAX_AGE recycle under keep-alive load: 0 failed, p99 during / before ≤ 1.5×, req/s during ≥ 0.9× before", func(c contender) (string, bool, bool) {
 			f := r.samplesOf(c.Name, mRecycleFailed)
@@ -552,8 +562,9 @@ func (r *results) targets(b *strings.Builder) {
 			for _, v := range f {
 				failed += v
 			}
-			return fmt.Sprintf("%s failed, p99 %s, req/s %s", fmtInt(failed), fmtRatioVs(p99, 1.5), fmtRatioVs(rps, 0.9)),
-				failed == 0 && p99 <= 1.5 && rps >= 0.9, true
+			tail, okTail := atMost(p99, 1.5)
+			rate, okRate := atLeast(rps, 0.9)
+			return fmt.Sprintf("%s failed, p99 %s, req/s %s", fmtInt(failed), tail, rate), failed == 0 && okTail && okRate, true
 		}},
 		{"balance, 50 keep-alive connections: busiest / idlest worker ≤ 1.5", func(c contender) (string, bool, bool) {
 			v := r.median(c.Name, mBalance)
@@ -570,7 +581,8 @@ func (r *results) targets(b *strings.Builder) {
 			if nan(own) || nan(bare) {
 				return "", false, false
 			}
-			return fmt.Sprintf("%s (%s vs %s req/s)", fmtRatioVs(own/bare, 0.97), fmtInt(own), fmtInt(bare)), own/bare >= 0.97, true
+			ratio, ok := atLeast(own/bare, 0.97)
+			return fmt.Sprintf("%s (%s vs %s req/s)", ratio, fmtInt(own), fmtInt(bare)), ok, true
 		}},
 		{"exec to every worker listening: ≤ 20 ms over `node` alone", func(c contender) (string, bool, bool) {
 			own, node := r.median(c.Name, mStartMS), r.median("node", mStartMS)
