@@ -426,7 +426,6 @@ func (e *env) runOne(ctx context.Context, c contender, res *results) (noise floa
 		res.add(c, mReloadFailed, float64(r.wrk.failed()))
 		res.add(c, mReloadP99, r.wrk.P99US/1000)
 		res.add(c, mReloadSecs, r.took.Seconds())
-		res.add(c, mReloadRPS, r.wrk.rps())
 		res.add(c, mReloadP99Ratio, r.wrk.P99US/l.wrk.P99US)
 		res.add(c, mReloadRPSRatio, r.wrk.rps()/l.wrk.rps())
 		res.addReloadErrors(c, r.wrk)
@@ -514,9 +513,7 @@ func (e *env) recycle(ctx context.Context, c contender, res *results) error {
 		return err
 	}
 	res.add(c, mRecycleBeforeP99, before.wrk.P99US/1000)
-	res.add(c, mRecycleBeforeRPS, before.wrk.rps())
 	res.add(c, mRecycleP99, during.P99US/1000)
-	res.add(c, mRecycleRPS, during.rps())
 	res.add(c, mRecycleP99Ratio, during.P99US/before.wrk.P99US)
 	res.add(c, mRecycleRPSRatio, during.rps()/before.wrk.rps())
 	res.add(c, mRecycleFailed, float64(during.failed()))

@@ -22,7 +22,6 @@ const (
 	mReloadFailed = "reload_failed"
 	mReloadP99    = "reload_p99_ms"
 	mReloadSecs   = "reload_secs"
-	mReloadRPS    = "reload_rps"
 	// Each round's reload against the keep-alive run just before it, in the
 	// same round: the pair shares an instance, a connection split and a
 	// minute of the machine, which medians taken apart do not.
@@ -30,9 +29,7 @@ const (
 	mReloadRPSRatio = "reload_rps_ratio"
 
 	mRecycleBeforeP99 = "recycle_before_p99_ms"
-	mRecycleBeforeRPS = "recycle_before_rps"
 	mRecycleP99       = "recycle_p99_ms"
-	mRecycleRPS       = "recycle_rps"
 	mRecycleFailed    = "recycle_failed"
 	mRecycleSecs      = "recycle_secs"
 	mRecycleP99Ratio  = "recycle_p99_ratio"
